@@ -14,8 +14,10 @@ if TYPE_CHECKING:
 
 def correlate(timeline: Timeline) -> list[dict[str, Any]]:
     """Findings for ``timeline``, most severe first."""
+    import importlib
+
     try:
-        from analyzer import rules
+        rules = importlib.import_module("analyzer.rules")
     except ModuleNotFoundError as exc:
         if exc.name != "analyzer.rules":
             raise
