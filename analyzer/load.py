@@ -227,7 +227,7 @@ def _finish(result: ParseResult, member: Member, plan: _Planned, decision: Any, 
     return _source_row(
         member, plan.parser.NAME, variant=result.variant, host=result.host,
         tz=result.tz_name or zone_label(decision.tz),
-        tz_reason=(result.tz_reason or decision.reason) + (f" (forced with --as)" if plan.how == "--as" else ""),
+        tz_reason=(result.tz_reason or decision.reason) + (" (forced with --as)" if plan.how == "--as" else ""),
         clock_offset_s=offset, start=min(starts) if starts else None, end=max(ends) if ends else None,
         records_total=total, records_parsed=acct.parsed_count, records_skipped=acct.skipped_count,
         skipped_by_reason=dict(sorted(acct.skipped.items())),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import BinaryIO
 
-from parsers.base import Accounting, ParseContext, ParseResult, metric_builder, event_builder
+from parsers.base import Accounting, ParseContext, ParseResult, event_builder, metric_builder
 from parsers.lines import head_lines, is_binary, iter_lines
 from parsers.timeutil import ZoneError, resolve_zone, zone_hint
 
