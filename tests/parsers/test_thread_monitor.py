@@ -110,3 +110,25 @@ def test_mutated_samples_never_raise(data):
     assert acct.parsed_count + acct.skipped_count == acct.total
     assert acct.total == mutated.count(b"\n") + (0 if mutated.endswith(b"\n") or not mutated else 1)
     assert result.metrics.schema["ts"] == pl.Datetime("ns", "UTC")
+
+
+def test_hopeless_file_is_abandoned_with_one_diagnostic():
+    from parsers.base import CONSECUTIVE_FAILURE_CAP
+
+    good = b"2026-01-02 10:00:05 - PID: 7, Threads: 40\n"
+    data = good + b"garbage\n" * (CONSECUTIVE_FAILURE_CAP + 500)
+    acct = parse_bytes(data).accounting
+    assert acct.abandoned
+    assert acct.total == CONSECUTIVE_FAILURE_CAP + 501
+    assert acct.parsed_count + acct.skipped_count == acct.total
+    assert acct.skipped["abandoned"] == 500
+    assert [d.code for d in acct.all_diagnostics()].count("abandoned") == 1
+
+
+def test_notebook_repr_escapes():
+    import analyzer
+
+    tl = analyzer.load(FOLDER / "monitor_sleep_threads.log")
+    html = tl._repr_html_()
+    assert "monitor_sleep_threads.log" in html and "thread_monitor" in html
+    assert repr(tl).startswith("Timeline(")
