@@ -1,0 +1,1 @@
+"""Artifact parsers: one module per format, found through ``parsers.registry``."""
