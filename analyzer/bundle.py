@@ -23,7 +23,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from parsers.base import Diagnostic
 
@@ -57,7 +57,7 @@ class Member:
         raw = open(self.path, "rb")  # noqa: SIM115 - returned to the caller
         if not self.gzipped:
             return raw
-        self._capped = CappedReader(gzip.GzipFile(fileobj=raw), raw, budget or ByteBudget(Limits()),
+        self._capped = CappedReader(gzip.GzipFile(fileobj=raw), raw,  # type: ignore[arg-type] budget or ByteBudget(Limits()),
                                     self.name)
         return io.BufferedReader(self._capped, buffer_size=1 << 20)  # type: ignore[return-value]
 
@@ -82,7 +82,7 @@ class CappedReader(io.RawIOBase):
     """A decompressing reader that stops (EOF) when the member's ratio or the run's
     total budget is exceeded, and remembers why (``refused``)."""
 
-    def __init__(self, inner: BinaryIO, raw: BinaryIO, budget: ByteBudget, name: str) -> None:
+    def __init__(self, inner: IO[bytes], raw: IO[bytes], budget: ByteBudget, name: str) -> None:
         self.inner, self.raw, self.budget, self.name = inner, raw, budget, name
         self.produced = 0
         self.refused: str | None = None
@@ -286,7 +286,7 @@ def _safe_parts(name: str) -> list[str] | None:
     return parts
 
 
-def _write_member(bundle: Bundle, source: BinaryIO, dest_root: Path, parts: list[str],
+def _write_member(bundle: Bundle, source: IO[bytes], dest_root: Path, parts: list[str],
                   display: str, compressed_size: int | None, counter: _Consumed | None) -> Path | None:
     """Copy one member into our temp dir under the limits; None when refused."""
     limits = bundle.budget.limits

@@ -217,8 +217,8 @@ def _finish(result: ParseResult, member: Member, plan: _Planned, decision: Any, 
     for name, table in result.tables.items():
         tables.setdefault(name, []).append(table.with_columns(pl.lit(member.name).alias("file"))
                                            if "file" not in table.columns else table)
-    starts = [df.get_column("ts").min() for df in (m, e) if df.height]
-    ends = [df.get_column("ts").max() for df in (m, e) if df.height]
+    starts: list[Any] = [df.get_column("ts").min() for df in (m, e) if df.height]
+    ends: list[Any] = [df.get_column("ts").max() for df in (m, e) if df.height]
     total = acct.total
     if acct.parsed_count + acct.skipped_count != total and not result.hints.get("failed"):
         acct.note("accounting_mismatch", f"{total} records but {acct.parsed_count} parsed + "

@@ -52,8 +52,8 @@ class Timeline:
     @property
     def window(self) -> tuple[Any, Any]:
         """(first, last) UTC instant over metrics and events, or (None, None)."""
-        starts = [df.get_column("ts").min() for df in (self.metrics, self.events) if df.height]
-        ends = [df.get_column("ts").max() for df in (self.metrics, self.events) if df.height]
+        starts: list[Any] = [df.get_column("ts").min() for df in (self.metrics, self.events) if df.height]
+        ends: list[Any] = [df.get_column("ts").max() for df in (self.metrics, self.events) if df.height]
         ends += [self.events.get_column("end").max()] if self.events.height else []
         ends = [e for e in ends if e is not None]
         return (min(starts) if starts else None, max(ends) if ends else None)

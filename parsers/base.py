@@ -20,6 +20,7 @@ import datetime as dt
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -179,7 +180,7 @@ class RowBuilder:
     """Column-wise accumulation of rows; cheap for the modest row counts of
     non-vectorised parsers. ``build()`` returns a DataFrame with the given schema."""
 
-    def __init__(self, columns: dict[str, pl.DataType]) -> None:
+    def __init__(self, columns: Mapping[str, pl.DataType]) -> None:
         self.columns = columns
         self.data: dict[str, list[Any]] = {name: [] for name in columns}
 
@@ -212,12 +213,12 @@ def _datetime_series(name: str, values: list[Any]) -> pl.Series:
 
 
 # Builder schemas: what parsers fill (the framework adds source/host/file).
-METRIC_ROW = {"ts": pl.Datetime("ns"), "entity": pl.Utf8(), "metric": pl.Utf8(),
+METRIC_ROW: dict[str, pl.DataType] = {"ts": pl.Datetime("ns"), "entity": pl.Utf8(), "metric": pl.Utf8(),
               "value": pl.Float64(), "line": pl.Int64()}
-EVENT_ROW = {"ts": pl.Datetime("ns"), "end": pl.Datetime("ns"), "entity": pl.Utf8(), "kind": pl.Utf8(),
+EVENT_ROW: dict[str, pl.DataType] = {"ts": pl.Datetime("ns"), "end": pl.Datetime("ns"), "entity": pl.Utf8(), "kind": pl.Utf8(),
              "severity": pl.Utf8(), "value": pl.Float64(), "message": pl.Utf8(), "attrs": pl.Utf8(),
              "line": pl.Int64()}
-ENTITY_ROW = {"entity": pl.Utf8(), "label": pl.Utf8(), "attrs": pl.Utf8()}
+ENTITY_ROW: dict[str, pl.DataType] = {"entity": pl.Utf8(), "label": pl.Utf8(), "attrs": pl.Utf8()}
 
 
 def metric_builder() -> RowBuilder:

@@ -36,9 +36,9 @@ def sniff(head: bytes) -> float:
     lines = [ln for ln in head_lines(head, 40) if ln.strip()]
     if not lines:
         return 0.0
-    hits = sum(1 for ln in lines if LINE_RE.match(ln) and parse_loose(LINE_RE.match(ln).group("ts")))
+    hits = sum(1 for ln in lines if (m := LINE_RE.match(ln)) and parse_loose(m.group("ts")))
     if hits == 0:
-        banners = sum(1 for ln in lines if BANNER_RE.match(ln) and parse_loose(BANNER_RE.match(ln)["ts"]))
+        banners = sum(1 for ln in lines if (b := BANNER_RE.match(ln)) and parse_loose(b.group("ts")))
         counts = sum(1 for ln in lines if COUNT_RE.match(ln))
         return 0.8 if banners and counts and banners + counts >= len(lines) * 0.8 else 0.0
     return 0.95 if hits >= len(lines) * 0.5 else 0.6
