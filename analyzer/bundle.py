@@ -57,8 +57,8 @@ class Member:
         raw = open(self.path, "rb")  # noqa: SIM115 - returned to the caller
         if not self.gzipped:
             return raw
-        self._capped = CappedReader(gzip.GzipFile(fileobj=raw), raw,  # type: ignore[arg-type] budget or ByteBudget(Limits()),
-                                    self.name)
+        unzipped: IO[bytes] = gzip.GzipFile(fileobj=raw)  # type: ignore[assignment]
+        self._capped = CappedReader(unzipped, raw, budget or ByteBudget(Limits()), self.name)
         return io.BufferedReader(self._capped, buffer_size=1 << 20)  # type: ignore[return-value]
 
     def refusal(self) -> str | None:
