@@ -127,6 +127,7 @@ def _parse_bundle(bundle: Bundle, inputs: list[str], opts: LoadOptions,
                    and plans[i].parser.NAME == "host_facts" else 1)
     policy = TimePolicy(tz=opts.tz, tz_for=opts.tz_for, offsets=opts.offsets)
     host = ""
+    bundle_tz_rank = 0
     rows: list[dict[str, Any]] = []
     metrics: list[pl.DataFrame] = []
     events: list[pl.DataFrame] = []
@@ -158,8 +159,9 @@ def _parse_bundle(bundle: Bundle, inputs: list[str], opts: LoadOptions,
                                    f"stopped reading: {refusal}", level="error")
             result.hints["failed"] = True
         if plan.parser.NAME == "host_facts":
-            if result.hints.get("tz") and not policy.bundle_tz:
-                policy.bundle_tz = result.hints["tz"]
+            rank = int(result.hints.get("tz_rank", 0))
+            if result.hints.get("tz") and rank > bundle_tz_rank:
+                policy.bundle_tz, bundle_tz_rank = result.hints["tz"], rank
                 policy.bundle_tz_source = f"{member.name}: {result.hints.get('tz_source', '')}"
             host = host or result.hints.get("host", "")
         rows.append(_finish(result, member, plan, decision, policy, metrics, events, entities, tables))

@@ -10,13 +10,14 @@ from typing import BinaryIO
 
 from parsers.base import Accounting, ParseContext, ParseResult, event_builder, metric_builder
 from parsers.lines import head_lines, is_binary, iter_lines
-from parsers.timeutil import ZoneError, resolve_zone, zone_hint
+from parsers.timeutil import HINT_RANK, ZoneError, is_date_output, resolve_zone, zone_hint
 
 NAME = "host_facts"
 DESCRIPTION = "host facts: uname -a, date, timedatectl, /etc/timezone, TZ files"
 SAMPLES = "host_facts"
-NAME_HINTS = ("uname*", "date*", "timedatectl*", "timezone*", "*tz*")
+NAME_HINTS = ("uname*", "date*", "timedatectl*", "timezone*", "*tz*", "hostname*")
 
+HOSTNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
 UNAME_RE = re.compile(r"^(Linux|Darwin|FreeBSD) (\S+) (\S+) .*$")
 TIMEDATECTL_KEYS = ("Local time:", "Universal time:", "Time zone:", "RTC time:",
                     "System clock synchronized:", "NTP service:", "RTC in local TZ:")
@@ -36,6 +37,10 @@ def _facts(lines: list[str]) -> dict[str, str]:
         m = UNAME_RE.match(line)
         if m:
             facts["host"], facts["kernel"] = m.group(2), m.group(3)
+    if len(lines) == 1 and HOSTNAME_RE.match(lines[0].strip()) and not hint:
+        facts["host"] = lines[0].strip()
+    if "tz" in facts:
+        facts["tz_rank"] = str(HINT_RANK.get(facts["tz_source"], 0))
     return facts
 
 
@@ -49,8 +54,10 @@ def sniff(head: bytes) -> float:
         return 0.9
     if sum(ln.strip().startswith(TIMEDATECTL_KEYS) for ln in lines) >= 2:
         return 0.95
-    if len(lines) <= 3 and zone_hint("\n".join(lines)):
+    if len(lines) <= 3 and (zone_hint("\n".join(lines)) or is_date_output("\n".join(lines))):
         return 0.85
+    if len(lines) == 1 and HOSTNAME_RE.match(lines[0]):
+        return 0.46  # a bare host name: only a file called hostname* tips it over (NAME_HINTS)
     return 0.0
 
 
@@ -63,10 +70,12 @@ def parse(stream: BinaryIO, *, ctx: ParseContext) -> ParseResult:
         acct.parsed()
     facts = _facts(lines)
     variant = "timedatectl" if any(ln.strip().startswith("Time zone:") for ln in lines) else \
-        "uname" if "kernel" in facts else "zone"
+        "uname" if "kernel" in facts else "zone" if "tz" in facts else \
+        "date" if is_date_output("\n".join(lines)) else "hostname"
     result = ParseResult(metrics=metric_builder().build(), events=event_builder().build(),
                          accounting=acct, variant=variant, host=facts.get("host", ""))
     result.hints.update(facts)
-    result.tz_reason = "no timestamps"
-    result.tz_name = facts.get("tz", "")
+    result.tz_name = facts.get("tz") or "n/a"
+    result.tz_reason = (f"no timestamps; names the bundle zone via {facts['tz_source']}" if "tz" in facts
+                        else "no timestamps")
     return result

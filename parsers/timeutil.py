@@ -268,8 +268,13 @@ _DATE_OFFSET_RE = re.compile(r"^\s*([+-]\d{4})\s*$", re.M)
 _IANA_RE = re.compile(r"^\s*([A-Z][A-Za-z_]+(?:/[A-Za-z0-9_+\-]+){1,2}|UTC|Etc/UTC)\s*$")
 
 
+# How much a zone hint is worth: a named zone knows DST, a bare offset does not.
+HINT_RANK = {"timedatectl 'Time zone:'": 5, "TZ variable": 4, "/etc/timezone-style zone name": 4,
+             "date output shows UTC": 2, "date +%z output": 1, "date output offset": 1}
+
+
 def zone_hint(text: str) -> tuple[str, str] | None:
-    """A (zone, how-found) pair from host-facts text, or None."""
+    """A (zone, how-found) pair from host-facts text, or None. See HINT_RANK for precedence."""
     m = _TIMEDATECTL_RE.search(text)
     if m:
         return m.group(1), "timedatectl 'Time zone:'"
@@ -292,6 +297,11 @@ def zone_hint(text: str) -> tuple[str, str] | None:
     if m and m.group("abbr")[0] in "+-":
         return m.group("abbr"), "date output offset"
     return None
+
+
+def is_date_output(text: str) -> bool:
+    """True for date(1)'s default output (any zone abbreviation)."""
+    return bool(_DATE_CMD_RE.search(text))
 
 
 _LOOSE_RE = re.compile(
