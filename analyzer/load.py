@@ -128,6 +128,7 @@ def _parse_bundle(bundle: Bundle, inputs: list[str], opts: LoadOptions,
     policy = TimePolicy(tz=opts.tz, tz_for=opts.tz_for, offsets=opts.offsets)
     host = ""
     bundle_tz_rank = 0
+    reference_date: dt.date | None = None
     rows: list[dict[str, Any]] = []
     metrics: list[pl.DataFrame] = []
     events: list[pl.DataFrame] = []
@@ -150,7 +151,7 @@ def _parse_bundle(bundle: Bundle, inputs: list[str], opts: LoadOptions,
         decision = policy.decide(member.name)
         ctx = ParseContext(file=member.name, tz=decision.tz, tz_reason=decision.reason,
                            interval_s=_interval_for(member.name, opts.interval), pg_port=opts.pg_port,
-                           file_mtime=_mtime(member), options={"host": host, **opts.extra})
+                           file_mtime=_mtime(member), reference_date=reference_date, options={"host": host, **opts.extra})
         with member.open(bundle.budget) as fh:
             result = registry.run(plan.parser, fh, ctx)
         refusal = member.refusal()
@@ -164,6 +165,8 @@ def _parse_bundle(bundle: Bundle, inputs: list[str], opts: LoadOptions,
                 policy.bundle_tz, bundle_tz_rank = result.hints["tz"], rank
                 policy.bundle_tz_source = f"{member.name}: {result.hints.get('tz_source', '')}"
             host = host or result.hints.get("host", "")
+            if result.hints.get("date") and reference_date is None:
+                reference_date = dt.date.fromisoformat(result.hints["date"])
         rows.append(_finish(result, member, plan, decision, policy, metrics, events, entities, tables))
         diags.extend(result.accounting.all_diagnostics())
     if progress:

@@ -10,7 +10,7 @@ from typing import BinaryIO
 
 from parsers.base import Accounting, ParseContext, ParseResult, event_builder, metric_builder
 from parsers.lines import head_lines, is_binary, iter_lines
-from parsers.timeutil import HINT_RANK, ZoneError, is_date_output, resolve_zone, zone_hint
+from parsers.timeutil import HINT_RANK, ZoneError, is_date_output, parse_loose, resolve_zone, zone_hint
 
 NAME = "host_facts"
 DESCRIPTION = "host facts: uname -a, date, timedatectl, /etc/timezone, TZ files"
@@ -39,6 +39,11 @@ def _facts(lines: list[str]) -> dict[str, str]:
             facts["host"], facts["kernel"] = m.group(2), m.group(3)
     if len(lines) == 1 and HOSTNAME_RE.match(lines[0].strip()) and not hint:
         facts["host"] = lines[0].strip()
+    for line in lines:
+        stamp = parse_loose(line) if is_date_output(line) else None
+        if stamp is not None:
+            facts["date"] = stamp[0].date().isoformat()  # a reference date for time-only artifacts
+            break
     if "tz" in facts:
         facts["tz_rank"] = str(HINT_RANK.get(facts["tz_source"], 0))
     return facts
