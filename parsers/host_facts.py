@@ -18,7 +18,9 @@ SAMPLES = "host_facts"
 NAME_HINTS = ("uname*", "date*", "timedatectl*", "timezone*", "*tz*", "hostname*")
 
 HOSTNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
-UNAME_RE = re.compile(r"^(Linux|Darwin|FreeBSD) (\S+) (\S+) .*$")
+# uname -a: "Linux vm 6.1.0-18-amd64 #1 SMP PREEMPT_DYNAMIC Debian ... x86_64 GNU/Linux" (the build
+# "#N" field tells it from sysstat's "Linux <release> (<host>) <date> _x86_64_ (N CPU)" header)
+UNAME_RE = re.compile(r"^(Linux|Darwin|FreeBSD) (\S+) (\S+) (?:#\S+|Darwin Kernel|FreeBSD).*$")
 TIMEDATECTL_KEYS = ("Local time:", "Universal time:", "Time zone:", "RTC time:",
                     "System clock synchronized:", "NTP service:", "RTC in local TZ:")
 
