@@ -242,6 +242,7 @@ FAILURE_SKIPS = frozenset({
     "unparsed_line",  # nobody could understand this record
     "bad_value",  # a field that should be a number was not
     "bad_timestamp",
+    "no_timestamp",  # samples printed without any time (iostat without -t) and no --interval to place them
     "truncated_record",
     "abandoned",  # lines after the consecutive-failure cap
     "decode_error",
