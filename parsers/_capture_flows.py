@@ -1,0 +1,202 @@
+"""The TCP flow table: 4-tuples → connections ("streams", numbered like tshark's
+``tcp.stream``), and which side is the server.
+
+A 4-tuple is keyed canonically (endpoint A = the lower (address, port)); direction 0 is
+A→B. A new stream starts on a SYN (without ACK) whose sequence number differs from the base
+sequence number the current stream holds for that direction — tshark's port-reuse rule, so
+clients that reconnect from the same port get one stream per connection.
+
+Server side, in order of evidence: the receiver of the stream's SYN, the sender of its
+SYN/ACK, an endpoint that answered a SYN earlier in the capture, a known service port
+(< 1024, common database/web ports, ``--pg-port``), the lower port, the first packet's
+destination.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import numpy as np
+
+from parsers._capture_decode import TH_ACK, TH_SYN, TcpColumns
+
+KNOWN_SERVER_PORTS = frozenset({1433, 1521, 2181, 2379, 3000, 3306, 4222, 5000, 5432, 5672, 6379, 6432, 8000,
+                                8080, 8081, 8443, 8888, 9000, 9042, 9092, 9200, 9300, 11211, 15672, 27017})
+_M1, _M2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9)
+
+
+def _mix(h: np.ndarray, v: np.ndarray) -> np.ndarray:
+    h = (h ^ v) * _M1
+    return h ^ (h >> np.uint64(29))
+
+
+def format_endpoint(v6: bool, hi: int, lo: int, port: int) -> str:
+    if v6:
+        return f"[{ipaddress.IPv6Address((hi << 64) | lo).compressed}]:{port}"
+    return f"{ipaddress.IPv4Address(lo)}:{port}"
+
+
+class FlowTable:
+    """4-tuples, streams and their client/server sides (grows with the number of connections)."""
+
+    def __init__(self, server_ports: frozenset[int] = KNOWN_SERVER_PORTS) -> None:
+        self.server_ports = server_ports
+        self.key_index: dict[tuple[int, ...], int] = {}
+        self.keys: list[tuple[int, ...]] = []  # ckid -> (v6, a_hi, a_lo, a_port, b_hi, b_lo, b_port)
+        self.ck_stream: list[int] = []
+        self.ck_base: list[list[int]] = []  # [set0, base0, set1, base1]
+        self.stream_ck: list[int] = []
+        self.client_dir: list[int] = []  # canonical direction that goes client -> server
+        self.decided: list[bool] = []
+        self.listening: set[tuple[int, int, int, int]] = set()
+        self._names: dict[int, tuple[str, str]] = {}
+        self._last_seg: dict[int, int] = {}  # ck -> first row of its last new stream in this batch
+
+    def __len__(self) -> int:
+        return len(self.stream_ck)
+
+    # -- per batch -----------------------------------------------------------------------
+    def assign(self, cols: TcpColumns) -> tuple[np.ndarray, np.ndarray]:
+        """Stream index and canonical direction (0 = A→B) of every packet."""
+        n = len(cols)
+        if n == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        sh, sl, dh, dl, sp, dp = cols.src_hi, cols.src_lo, cols.dst_hi, cols.dst_lo, cols.sport, cols.dport
+        a_src = (sh < dh) | ((sh == dh) & ((sl < dl) | ((sl == dl) & (sp <= dp))))
+        dirn = np.where(a_src, 0, 1).astype(np.int64)
+        a_hi, a_lo, a_p = np.where(a_src, sh, dh), np.where(a_src, sl, dl), np.where(a_src, sp, dp)
+        b_hi, b_lo, b_p = np.where(a_src, dh, sh), np.where(a_src, dl, sl), np.where(a_src, dp, sp)
+        h = np.full(n, 0x243F6A8885A308D3, dtype=np.uint64)
+        for v in (a_hi, a_lo, b_hi, b_lo, (a_p.astype(np.uint64) << np.uint64(17))
+                  | (b_p.astype(np.uint64) << np.uint64(1)) | cols.v6.astype(np.uint64)):
+            h = _mix(h, v)
+        uniq, first, inv = np.unique(h, return_index=True, return_inverse=True)
+        ck_of = np.empty(len(uniq), dtype=np.int64)
+        new_ck: list[int] = []
+        for u, i in enumerate(first.tolist()):
+            key = (int(cols.v6[i]), int(a_hi[i]), int(a_lo[i]), int(a_p[i]), int(b_hi[i]), int(b_lo[i]), int(b_p[i]))
+            ck = self.key_index.get(key)
+            if ck is None:
+                ck = len(self.keys)
+                self.key_index[key] = ck
+                self.keys.append(key)
+                self.ck_stream.append(-1)
+                self.ck_base.append([0, 0, 0, 0])
+                new_ck.append(ck)
+            ck_of[u] = ck
+        ckid = ck_of[inv.reshape(-1)]
+        flags = cols.flags
+        pure_syn = (flags & (TH_SYN | TH_ACK)) == TH_SYN
+        need = set(ckid[pure_syn].tolist())
+        need.update(c for c in np.unique(ckid).tolist() if not (self.ck_base[c][0] and self.ck_base[c][2]))
+        cur = np.asarray(self.ck_stream, dtype=np.int64)
+        stream = cur[ckid]
+        if need:
+            order = np.argsort(ckid, kind="stable")
+            sorted_ck = ckid[order]
+            need_arr = np.fromiter(need, dtype=np.int64)
+            lo = np.searchsorted(sorted_ck, need_arr, side="left")
+            hi = np.searchsorted(sorted_ck, need_arr, side="right")
+            created: list[tuple[int, int, int, np.ndarray]] = []  # (first row, ck, dir, rows)
+            for ck, a, b in zip(need_arr.tolist(), lo.tolist(), hi.tolist(), strict=True):
+                created.extend(self._walk(ck, order[a:b], cols, dirn, pure_syn, stream))
+            # number new streams in the order of their first packet, as tshark does
+            for first_row, ck, d, rows in sorted(created, key=lambda c: c[0]):
+                s = self._new_stream(ck, d)
+                stream[rows] = s
+                if self._last_seg.get(ck) == first_row:
+                    self.ck_stream[ck] = s
+            self._last_seg.clear()
+        # sides from SYN / SYN-ACK evidence
+        synack = (flags & (TH_SYN | TH_ACK)) == (TH_SYN | TH_ACK)
+        for i in np.flatnonzero(pure_syn | synack).tolist():
+            s = int(stream[i])
+            if self.decided[s]:
+                continue
+            d = int(dirn[i])
+            self.client_dir[s] = d if pure_syn[i] else 1 - d
+            self.decided[s] = True
+            self._names.pop(s, None)
+            if synack[i]:
+                self.listening.add((int(cols.v6[i]), int(cols.src_hi[i]), int(cols.src_lo[i]), int(cols.sport[i])))
+        return stream, dirn
+
+    def _walk(self, ck: int, rows: np.ndarray, cols: TcpColumns, dirn: np.ndarray, pure_syn: np.ndarray,
+              stream: np.ndarray) -> list[tuple[int, int, int, np.ndarray]]:
+        """Split one 4-tuple's packets of this batch into streams (tshark's port-reuse rule).
+        Rows continuing the current stream are written to ``stream``; new streams are
+        returned as (first row, ck, direction of the first packet, rows) for numbering."""
+        base = self.ck_base[ck]
+        cur = self.ck_stream[ck]
+        syn_at = np.flatnonzero(pure_syn[rows]).tolist()
+        created: list[tuple[int, int, int, np.ndarray]] = []
+        k = 0
+        n = len(rows)
+        seg_start = 0
+        seg_new = cur < 0
+        seg_dir = int(dirn[rows[0]]) if n else 0
+
+        def close(end: int) -> None:
+            if seg_new:
+                created.append((int(rows[seg_start]), ck, seg_dir, rows[seg_start:end]))
+            else:
+                stream[rows[seg_start:end]] = cur
+
+        while k < n:
+            if base[0] and base[2]:
+                nxt = next((j for j in syn_at if j >= k), n)  # only a SYN can change anything now
+                if nxt >= n:
+                    break
+                k = nxt
+            r = int(rows[k])
+            d = int(dirn[r])
+            seq = int(cols.seq[r])
+            fl = int(cols.flags[r])
+            if pure_syn[r] and base[2 * d] and seq != base[2 * d + 1]:
+                close(k)
+                seg_start, seg_new, seg_dir = k, True, d
+                base[:] = [0, 0, 0, 0]
+            if not base[2 * d]:
+                base[2 * d], base[2 * d + 1] = 1, seq if fl & TH_SYN else (seq - 1) & 0xFFFFFFFF
+            if not base[2 * (1 - d)] and fl & TH_ACK:
+                base[2 * (1 - d)], base[2 * (1 - d) + 1] = 1, (int(cols.ack[r]) - 1) & 0xFFFFFFFF
+            k += 1
+        if n:
+            close(n)
+            if seg_new:
+                self._last_seg[ck] = int(rows[seg_start])
+        return created
+
+    def _new_stream(self, ck: int, d: int) -> int:
+        s = len(self.stream_ck)
+        self.stream_ck.append(ck)
+        self.client_dir.append(self._guess_client(ck, d))
+        self.decided.append(False)
+        return s
+
+    def _guess_client(self, ck: int, first_dir: int) -> int:
+        v6, a_hi, a_lo, a_p, b_hi, b_lo, b_p = self.keys[ck]
+        if (v6, b_hi, b_lo, b_p) in self.listening:
+            return 0
+        if (v6, a_hi, a_lo, a_p) in self.listening:
+            return 1
+        a_known = a_p < 1024 or a_p in self.server_ports
+        b_known = b_p < 1024 or b_p in self.server_ports
+        if a_known != b_known:
+            return 1 if a_known else 0
+        if a_p != b_p:
+            return 0 if b_p < a_p else 1
+        return first_dir  # the first packet's destination serves
+
+    # -- descriptions --------------------------------------------------------------------
+    def endpoints(self, s: int) -> tuple[str, str]:
+        """(client, server) of stream ``s`` as ``ip:port`` (IPv6 in brackets)."""
+        names = self._names.get(s)
+        if names is not None:
+            return names
+        v6, a_hi, a_lo, a_p, b_hi, b_lo, b_p = self.keys[self.stream_ck[s]]
+        a = format_endpoint(bool(v6), a_hi, a_lo, a_p)
+        b = format_endpoint(bool(v6), b_hi, b_lo, b_p)
+        names = (a, b) if self.client_dir[s] == 0 else (b, a)
+        self._names[s] = names
+        return names

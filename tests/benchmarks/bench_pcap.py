@@ -1,0 +1,137 @@
+"""Capture engine throughput on a >= 500 MB real capture, next to tshark and cat.
+
+    python3 tests/benchmarks/bench_pcap.py [CAPTURE]      (or: pytest tests/benchmarks/bench_pcap.py -s)
+
+Without CAPTURE, makes one in /tmp/stallscope-bench/pgbench.pcap (root needed): a private
+PostgreSQL (initdb into a temp dir, 127.0.0.1:54349) driven by pgbench (simple, extended and
+prepared protocols, part of it reconnecting per transaction) while ``tcpdump -i lo`` writes.
+Reports packets/s, MB/s, the ratios to tshark's ``-q -z conv,tcp`` and peak RSS of each; the
+engine runs with full TCP analysis (flow table, tshark analysis flags, ACK RTT, per-second
+metrics, events). Timings are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+WORK = Path(os.environ.get("STALLSCOPE_BENCH_DIR", "/tmp/stallscope-bench"))
+CAPTURE = WORK / "pgbench.pcap"
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PORT = 54349
+TARGET_BYTES = 520 << 20
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _pg_bin(name: str) -> str:
+    for d in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (d / name).exists():
+            return str(d / name)
+    return shutil.which(name) or name
+
+
+def make_capture(path: Path = CAPTURE) -> Path:
+    """A real pgbench-over-loopback capture of at least TARGET_BYTES."""
+    if path.exists() and path.stat().st_size >= TARGET_BYTES:
+        return path
+    WORK.mkdir(parents=True, exist_ok=True)
+    data = WORK / "pgdata"
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir()
+    shutil.chown(WORK, "postgres")
+    shutil.chown(data, "postgres")
+    as_pg = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*as_pg, _pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"], check=True,
+                   capture_output=True)
+    subprocess.run([*as_pg, _pg_bin("pg_ctl"), "-D", str(data), "-l", str(WORK / "pg.log"), "-w", "-o",
+                    f"-p {PORT} -k {WORK} -c listen_addresses=127.0.0.1 -c max_connections=50", "start"],
+                   check=True, capture_output=True)
+    pgbench = [_pg_bin("pgbench"), "-h", "127.0.0.1", "-p", str(PORT), "-U", "postgres"]
+    try:
+        subprocess.run([*pgbench, "-i", "-s", "5", "postgres"], check=True, capture_output=True)
+        dump = subprocess.Popen(["tcpdump", "-i", "lo", "-s", "0", "-U", "-w", str(path), f"tcp port {PORT}"],
+                                stderr=subprocess.DEVNULL)
+        time.sleep(1)
+        rounds = [["-M", "simple"], ["-M", "extended"], ["-M", "prepared"], ["-M", "simple", "-C"],
+                  ["-M", "prepared", "-S"]]
+        i = 0
+        while not path.exists() or path.stat().st_size < TARGET_BYTES:
+            subprocess.run([*pgbench, "-c", "8", "-j", "2", "-T", "15", *rounds[i % len(rounds)], "postgres"],
+                           capture_output=True)
+            i += 1
+        dump.send_signal(signal.SIGINT)
+        dump.wait(timeout=30)
+    finally:
+        subprocess.run([*as_pg, _pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+    return path
+
+
+def _run(cmd: list[str]) -> tuple[float, float, str]:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    chunks = []
+    assert proc.stdout is not None
+    for chunk in iter(lambda: proc.stdout.read(1 << 20), b""):
+        if len(chunks) < 64:
+            chunks.append(chunk)
+    _, _, usage = os.wait4(proc.pid, 0)
+    return time.perf_counter() - t0, usage.ru_maxrss / 1024, b"".join(chunks).decode("utf-8", "replace")
+
+
+ENGINE = """
+import json, sys, time, resource
+sys.path.insert(0, {root!r})
+from parsers import pcap
+from parsers.base import ParseContext
+t = time.perf_counter()
+with open({path!r}, 'rb') as fh:
+    r = pcap.parse(fh, ctx=ParseContext(file='bench'))
+el = time.perf_counter() - t
+print(json.dumps(dict(seconds=el, packets=r.accounting.total, tcp=int(r.tables['flows']['packets_c2s'].sum()
+      + r.tables['flows']['packets_s2c'].sum()), flows=r.tables['flows'].height, metrics=r.metrics.height,
+      events=r.events.height, retrans=int(r.tables['flows']['retransmits'].sum()))))
+"""
+
+
+def bench(path: Path) -> dict:
+    import json
+
+    size = path.stat().st_size
+    t_cat, rss_cat, _ = _run(["cat", str(path)])
+    t_eng, rss_eng, out = _run([sys.executable, "-c", ENGINE.format(root=str(ROOT), path=str(path))])
+    eng = json.loads(out.strip().splitlines()[-1])
+    t_tsh, rss_tsh, _ = _run(["tshark", "-r", str(path), "-q", "-z", "conv,tcp"])
+    pkts = eng["packets"]
+    report = {
+        "capture": str(path), "size_mb": size / 1e6, "packets": pkts, "tcp_packets": eng["tcp"],
+        "flows": eng["flows"], "metric_rows": eng["metrics"], "events": eng["events"],
+        "engine_s": round(t_eng, 2), "engine_parse_s": round(eng["seconds"], 2),
+        "engine_pkts_per_s": round(pkts / eng["seconds"]), "engine_mb_per_s": round(size / 1e6 / eng["seconds"], 1),
+        "engine_peak_rss_mb": round(rss_eng), "tshark_conv_s": round(t_tsh, 2),
+        "tshark_pkts_per_s": round(pkts / t_tsh), "tshark_peak_rss_mb": round(rss_tsh),
+        "cat_s": round(t_cat, 2), "cat_mb_per_s": round(size / 1e6 / t_cat), "cat_peak_rss_mb": round(rss_cat),
+        "speedup_vs_tshark": round(t_tsh / eng["seconds"], 1), "engine_vs_cat": round(eng["seconds"] / t_cat, 1),
+    }
+    return report
+
+
+def test_bench_pcap():
+    if shutil.which("tshark") is None or (not CAPTURE.exists() and os.geteuid() != 0):
+        import pytest
+
+        pytest.skip("needs tshark and either an existing capture or root to make one")
+    report = bench(make_capture())
+    for key, value in report.items():
+        print(f"{key:22s} {value}")
+
+
+if __name__ == "__main__":
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else make_capture()
+    for key, value in bench(target).items():
+        print(f"{key:22s} {value}")
