@@ -25,10 +25,45 @@ DESCRIPTION = "thread-count monitor logs (`<time> - PID: N, Threads: M`)"
 SAMPLES = "thread_monitor"
 NAME_HINTS = ("*thread*", "*monitor*")
 
-LINE_RE = re.compile(
-    r"^\s*(?P<ts>.+?)\s*(?:[-,:|]\s*)?\bPID[:=]\s*(?P<pid>\d+)\s*[,;]?\s*"
-    r"(?:Threads|threads|NLWP|nlwp)[:=]\s*(?P<count>-?\d*)\s*$")
-BANNER_RE = re.compile(r"^\s*=+\s*(?P<ts>.+?)\s*=+\s*$")
+# "<ts><sep>PID: <pid>, Threads: <count>"; the time part is whatever precedes "PID"
+# (matched in two steps: a single regex with a lazy prefix backtracks badly on long lines)
+TAIL_RE = re.compile(r"\bPID[:=]\s*(?P<pid>\d+)\s*[,;]?\s*(?:Threads|threads|NLWP|nlwp)[:=]\s*(?P<count>-?\d*)\s*$")
+SEPARATORS = " \t-,:|"
+
+
+class _LineMatch:
+    def __init__(self, ts: str, pid: str, count: str) -> None:
+        self._groups = {"ts": ts, "pid": pid, "count": count}
+
+    def group(self, name: str) -> str:
+        return self._groups[name]
+
+    def __getitem__(self, name: str) -> str:
+        return self._groups[name]
+
+
+def banner_time(text: str) -> str | None:
+    """The text between '=== ' and ' ===' of a banner line, or None."""
+    stripped = text.strip()
+    if len(stripped) < 3 or not (stripped.startswith("=") and stripped.endswith("=")):
+        return None
+    inner = stripped.strip("=").strip()
+    return inner or None
+
+
+def match_line(text: str) -> _LineMatch | None:
+    at = text.rfind("PID")
+    if at <= 0:
+        return None
+    tail = TAIL_RE.match(text, at)
+    if tail is None:
+        return None
+    ts = text[:at].strip().rstrip(SEPARATORS).strip()
+    if not ts:
+        return None
+    return _LineMatch(ts, tail.group("pid"), tail.group("count"))
+
+
 COUNT_RE = re.compile(r"^\s*(?:Thread count|Threads|thread count)\s*[:=]\s*(?P<count>\d+)\s*$")
 
 
@@ -36,9 +71,9 @@ def sniff(head: bytes) -> float:
     lines = [ln for ln in head_lines(head, 40) if ln.strip()]
     if not lines:
         return 0.0
-    hits = sum(1 for ln in lines if (m := LINE_RE.match(ln)) and parse_loose(m.group("ts")))
+    hits = sum(1 for ln in lines if (m := match_line(ln)) and parse_loose(m.group("ts")))
     if hits == 0:
-        banners = sum(1 for ln in lines if (b := BANNER_RE.match(ln)) and parse_loose(b.group("ts")))
+        banners = sum(1 for ln in lines if (b := banner_time(ln)) and parse_loose(b))
         counts = sum(1 for ln in lines if COUNT_RE.match(ln))
         return 0.8 if banners and counts and banners + counts >= len(lines) * 0.8 else 0.0
     return 0.95 if hits >= len(lines) * 0.5 else 0.6
@@ -62,7 +97,7 @@ def parse(stream: BinaryIO, *, ctx: ParseContext) -> ParseResult:
         if not text.strip():
             acct.parsed()
             continue
-        m = LINE_RE.match(text)
+        m = match_line(text)
         entity: str | None = None
         stamp_info = None
         count_text = ""
@@ -74,8 +109,8 @@ def parse(stream: BinaryIO, *, ctx: ParseContext) -> ParseResult:
                 continue
             entity, count_text = f"pid:{m.group('pid')}", m.group("count")
         else:
-            b = BANNER_RE.match(text)
-            if b and (parsed := parse_loose(b.group("ts"))):
+            b = banner_time(text)
+            if b and (parsed := parse_loose(b)):
                 banner_ts, _ = parsed
                 if banner_ts.tzinfo is not None:
                     banner_ts = banner_ts.astimezone(ctx.tz).replace(tzinfo=None)

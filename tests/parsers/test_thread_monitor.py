@@ -132,3 +132,16 @@ def test_notebook_repr_escapes():
     html = tl._repr_html_()
     assert "monitor_sleep_threads.log" in html and "thread_monitor" in html
     assert repr(tl).startswith("Timeline(")
+
+
+def test_space_heavy_lines_do_not_backtrack():
+    # psql aligned headers over a wide column look like this; a lazy-prefix regex took minutes
+    import time
+
+    line = b" " * 3000 + b"x" + b" " * 3000 + b"\n"
+    banner = b"===" + b" " * 3000 + b"x" + b" " * 3000 + b"=\n"
+    started = time.process_time()
+    for head in (line * 5, banner * 5):
+        assert thread_monitor.sniff(head) == 0.0
+        assert parse_bytes(head).accounting.skipped["unparsed_line"] == 5
+    assert time.process_time() - started < 5  # linear work is milliseconds; backtracking was minutes
