@@ -149,6 +149,10 @@ def finalize(result: ParseResult, parser_name: str, ctx: ParseContext) -> ParseR
     result.events = fill(result.events, schema.EVENT_COLUMNS)
     ents = result.entities
     result.entities = fill(ents, schema.ENTITY_COLUMNS)
+    # per-source tables: every datetime column becomes UTC like the timeline's
+    for name, table in list(result.tables.items()):
+        when = tuple(c for c, t in table.schema.items() if isinstance(t, pl.Datetime))
+        result.tables[name] = localize(table, ctx.tz, columns=when) if when else table
     if not own_zone:
         result.tz_reason = ctx.tz_reason
         result.tz_name = zone_name(ctx.tz)
