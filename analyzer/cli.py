@@ -41,6 +41,14 @@ def _instant(text: str) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
+def _period(text: str) -> tuple[dt.datetime, dt.datetime]:
+    start, sep, end = text.partition("..")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected START..END such as 2026-01-02T10:00:00Z..2026-01-02T10:05:00Z, "
+                                         f"got {text!r}")
+    return _instant(start), _instant(end)
+
+
 def _input_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="directory, archive or file")
     p.add_argument("--tz", help="time zone for artifacts without one (IANA name or +HH:MM)")
@@ -55,6 +63,10 @@ def _input_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pg-port", type=int, help="PostgreSQL port in captures (default 5432)")
     p.add_argument("--since", type=_instant, help="only keep data from this UTC time on")
     p.add_argument("--until", type=_instant, help="only keep data up to this UTC time")
+    p.add_argument("--baseline", type=_period, metavar="START..END",
+                   help="quiet reference period (UTC) for anomaly baselines instead of rolling ones")
+    p.add_argument("--auto-offset", action="store_true",
+                   help="shift files by their estimated clock skew (estimates are always shown)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("-o", "--output", required=True, help="HTML file to write")
     rep.add_argument("--json", dest="json_out", help="also write findings as JSON")
     rep.add_argument("--title", help="report title")
+    rep.add_argument("--trace", dest="trace_out", help="also write the timeline as Chrome trace JSON (Perfetto)")
     tl = sub.add_parser("timeline", help="export the unified timeline")
     _input_options(tl)
     tl.add_argument("-o", "--output", required=True, help="directory to write")
@@ -103,7 +116,16 @@ def _load(args: argparse.Namespace) -> Timeline:
         except KeyError as exc:
             raise UsageError(str(exc.args[0])) from exc
     with _progress(sys.stderr.isatty()) as progress:
-        return load_with(args.inputs, opts, progress=progress)
+        tl = load_with(args.inputs, opts, progress=progress)
+    if args.baseline:
+        tl.options["baseline"] = args.baseline
+    from analyzer import skew
+
+    tl = skew.annotate(tl, auto_offset=args.auto_offset)
+    for entry in tl.options["clock_skew"]:
+        if abs(entry["offset_s"]) >= 1.0:
+            print(f"clock skew: {skew.describe(entry)}", file=sys.stderr)
+    return tl
 
 
 def source_records(tl: Timeline) -> list[dict[str, Any]]:
@@ -173,6 +195,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     tl = _load(args)
     findings = tl.findings()
     write_report(tl, Path(args.output), title=args.title, findings=findings)
+    if getattr(args, "trace_out", None):
+        from analyzer.report_trace import write_trace
+
+        write_trace(tl, args.trace_out, findings)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(findings_document(tl, findings), indent=2,
                                                   ensure_ascii=False, default=str), encoding="utf-8")
