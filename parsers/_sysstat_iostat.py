@@ -524,7 +524,7 @@ class TextEngine:
         keep = frame.filter(~pl.col("boot") & ~pl.col("badts"))
         if keep.height:
             self.frames.append(keep.with_columns((pl.col("i").cast(pl.Int64) + first_line).alias("line"))
-                               .select("line", pl.col("ts").cast(pl.Datetime("us")), pl.col("rep").cast(pl.Int64),
+                               .select("line", pl.col("ts").cast(pl.Datetime("ns")), pl.col("rep").cast(pl.Int32),
                                        "entity", "metric", pl.col("value").cast(pl.Float64)))
 
 

@@ -29,6 +29,7 @@ from typing import Any, BinaryIO
 import polars as pl
 
 from parsers import _sysstat as ss
+from parsers import _sysstat_iostat_fast as fast
 from parsers._sysstat_iostat import STAMP, TextEngine
 from parsers.base import Accounting, ParseContext, ParseResult
 from parsers.lines import head_lines, iter_line_batches, iter_lines
@@ -37,6 +38,7 @@ NAME = "iostat"
 DESCRIPTION = "sysstat iostat reports (text, every -x column set, -o JSON)"
 SAMPLES = "iostat"
 NAME_HINTS = ("*iostat*",)
+BATCH_BYTES = 8 << 20
 
 _DEV_HDR_RE = re.compile(r"^\s*Device:?\s+(?:\S+\s+)*?(?:tps|r/s|w/s|rrqm/s|[kM]B_read/s|Blk_read/s|rkB/s|"
                          r"rMB/s|rsec/s)(?:\s|$)|(?:^|\s)(?:r/s|w/s|d/s|f/s|tps|%util)\s.*\sDevice\s*$")
@@ -74,21 +76,22 @@ def _parse_text(stream: BinaryIO, ctx: ParseContext) -> ParseResult:
     placeable = ctx.interval_s is not None and ctx.interval_s > 0 and ctx.file_mtime is not None
     engine = TextEngine(acct, timeless_ok=placeable)
     total = 0
-    for first, block in iter_line_batches(stream, batch_bytes=8 << 20):
-        text = block.decode("utf-8", "replace")
-        total = first - 1 + block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-        engine.feed(first, text)
+    first, block = 1, b""
+    for first, block in iter_line_batches(stream, batch_bytes=BATCH_BYTES):
+        fast.feed(engine, first, block, primed=first > 1)
         if acct.should_abandon and acct.parsed_count == 0:
+            total = first - 1 + block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
             remaining = sum(1 for _ in stream)
             acct.total = total + remaining
             acct.abandon(total, remaining)
             break
     else:
+        total = first - 1 + block.count(b"\n") + (0 if not block or block.endswith(b"\n") else 1)
         acct.total = total
     if acct.total == 0:
         acct.total = total
     metrics = pl.concat(engine.frames) if engine.frames else pl.DataFrame(
-        schema={"line": pl.Int64, "ts": pl.Datetime("us"), "rep": pl.Int64, "entity": pl.Utf8,
+        schema={"line": pl.Int64, "ts": pl.Datetime("ns"), "rep": pl.Int32, "entity": pl.Utf8,
                 "metric": pl.Utf8, "value": pl.Float64})
     if engine.pretty:
         metrics = _pretty_await(metrics)

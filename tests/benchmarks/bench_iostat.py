@@ -1,8 +1,10 @@
 """Benchmark: parse a >= 200 MB ``iostat -xt`` file built by repeating a real sample with
 advancing timestamps; report MB/s and peak RSS next to ``wc -l`` on the same file.
 
-Run: ``python3 tests/benchmarks/bench_iostat.py [MB]`` or
-``python3 -m pytest tests/benchmarks/bench_iostat.py -s``. Never asserts timings.
+Run: ``python3 tests/benchmarks/bench_iostat.py [MB ...]`` (several sizes: each in its own
+process, to compare peak RSS) or ``python3 -m pytest tests/benchmarks/bench_iostat.py -s``.
+Besides wall time it reports CPU seconds (the process's, polars threads included), which a
+shared machine distorts less. Never asserts timings.
 """
 
 from __future__ import annotations
@@ -60,36 +62,60 @@ def _naive_loop(path: Path) -> int:
     return rows
 
 
+def _cpu_children() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def run(target_mb: int = 210) -> dict:
+    """One size in this process (peak RSS is per process: use ``sizes`` for several)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "iostat_big.txt"
         size = build(path, target_mb)
-        t0 = time.perf_counter()
+        mb = size / 2 ** 20
+        load_before = os.getloadavg()[0]
+        t0, c0 = time.perf_counter(), _cpu_children()
         wc = subprocess.run(["wc", "-l", str(path)], capture_output=True, text=True, check=True)
-        wc_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        wc_s, wc_cpu = time.perf_counter() - t0, _cpu_children() - c0
+        t0, c0 = time.perf_counter(), time.process_time()
         naive_rows = _naive_loop(path)
-        naive_s = time.perf_counter() - t0
+        naive_s, naive_cpu = time.perf_counter() - t0, time.process_time() - c0
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with path.open("rb") as fh:
             result = iostat.parse(fh, ctx=ParseContext(file=path.name))
-        parse_s = time.perf_counter() - t0
+        parse_s, parse_cpu = time.perf_counter() - t0, time.process_time() - c0
         rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         acct = result.accounting
-        out = {"size_mb": size / 2 ** 20, "lines": int(wc.stdout.split()[0]), "records_total": acct.total,
-               "metric_rows": result.metrics.height, "parse_s": parse_s,
-               "parse_mb_s": size / 2 ** 20 / parse_s, "wc_s": wc_s, "wc_mb_s": size / 2 ** 20 / wc_s,
-               "naive_s": naive_s, "naive_mb_s": size / 2 ** 20 / naive_s, "naive_rows": naive_rows,
-               "peak_rss_mb": rss_after / 1024, "rss_before_mb": rss_before / 1024,
-               "metrics_frame_mb": result.metrics.estimated_size() / 2 ** 20,
-               "skipped": dict(acct.skipped)}
-        print(f"iostat -xt {out['size_mb']:.0f} MB, {out['lines']} lines: parse {parse_s:.2f} s = "
-              f"{out['parse_mb_s']:.0f} MB/s; wc -l {wc_s:.2f} s = {out['wc_mb_s']:.0f} MB/s; naive Python "
-              f"split-every-line loop {naive_s:.2f} s = {out['naive_mb_s']:.0f} MB/s; "
-              f"peak RSS {out['peak_rss_mb']:.0f} MB (before {out['rss_before_mb']:.0f} MB; the metric frame "
-              f"itself is {out['metrics_frame_mb']:.0f} MB for {out['metric_rows']} rows); skipped {out['skipped']}")
+        frame_mb = result.metrics.estimated_size() / 2 ** 20
+        out = {"size_mb": mb, "lines": int(wc.stdout.split()[0]), "records_total": acct.total,
+               "metric_rows": result.metrics.height, "parse_s": parse_s, "parse_cpu_s": parse_cpu,
+               "parse_mb_s": mb / parse_s, "parse_mb_cpu_s": mb / parse_cpu,
+               "wc_s": wc_s, "wc_mb_s": mb / wc_s, "wc_mb_cpu_s": mb / max(wc_cpu, 1e-3),
+               "naive_s": naive_s, "naive_mb_s": mb / naive_s, "naive_mb_cpu_s": mb / naive_cpu,
+               "naive_rows": naive_rows, "peak_rss_mb": rss_after / 1024, "rss_before_mb": rss_before / 1024,
+               "metrics_frame_mb": frame_mb,
+               "working_mb": rss_after / 1024 - rss_before / 1024 - frame_mb,
+               "load": (load_before, os.getloadavg()[0]), "skipped": dict(acct.skipped)}
+        print(f"iostat -xt {mb:.0f} MB, {out['lines']} lines, load average {load_before:.1f}->"
+              f"{out['load'][1]:.1f} on {os.cpu_count()} cores\n"
+              f"  parse     {parse_s:6.2f} s wall = {out['parse_mb_s']:5.0f} MB/s; {parse_cpu:6.2f} CPU-s = "
+              f"{out['parse_mb_cpu_s']:5.0f} MB per CPU-second\n"
+              f"  wc -l     {wc_s:6.2f} s wall = {out['wc_mb_s']:5.0f} MB/s; {wc_cpu:6.2f} CPU-s\n"
+              f"  naive     {naive_s:6.2f} s wall = {out['naive_mb_s']:5.0f} MB/s; {naive_cpu:6.2f} CPU-s = "
+              f"{out['naive_mb_cpu_s']:5.0f} MB per CPU-second (Python split-every-line loop)\n"
+              f"  ratios    parse/naive {naive_s / parse_s:.1f}x wall, {naive_cpu / parse_cpu:.1f}x CPU; "
+              f"parse/wc -l {wc_s / parse_s:.3f}x wall\n"
+              f"  memory    peak RSS {out['peak_rss_mb']:.0f} MB (before parsing {out['rss_before_mb']:.0f} MB); "
+              f"the metric frame itself {frame_mb:.0f} MB for {out['metric_rows']} rows; the rest "
+              f"{out['working_mb']:.0f} MB\n  skipped   {out['skipped']}", flush=True)
         return out
+
+
+def sizes(mbs: list[int]) -> None:
+    """Each size in a fresh process, so that each peak RSS is its own."""
+    for mb in mbs:
+        subprocess.run([sys.executable, __file__, str(mb)], check=True)
 
 
 def test_bench_iostat():
@@ -98,4 +124,8 @@ def test_bench_iostat():
 
 
 if __name__ == "__main__":
-    run(int(sys.argv[1]) if len(sys.argv) > 1 else 210)
+    args = [int(a) for a in sys.argv[1:]] or [210]
+    if len(args) == 1:
+        run(args[0])
+    else:
+        sizes(args)
