@@ -323,8 +323,21 @@ def _write_member(bundle: Bundle, source: IO[bytes], dest_root: Path, parts: lis
     if reason:
         target.unlink(missing_ok=True)
         bundle.refuse(display, *reason)
+        if reason[0] == "bomb_refused":
+            _drain(source, bundle)
         return None
     return target
+
+
+def _drain(source: IO[bytes], bundle: Bundle) -> None:
+    """Read a refused member to its end in large reads (a compressed stream cannot seek past
+    it; tarfile's own skip reads it in tiny pieces), charging the run's byte budget."""
+    try:
+        while chunk := source.read(8 << 20):
+            if not bundle.budget.take(len(chunk)):
+                break
+    except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError, lzma.LZMAError, zlib_error()):
+        pass
 
 
 class _Consumed:
