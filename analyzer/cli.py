@@ -61,6 +61,8 @@ def _input_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interval", action="append", default=[], type=_pair(float, "--interval"),
                    metavar="GLOB=SECONDS", help="sampling interval for artifacts without per-sample time")
     p.add_argument("--pg-port", type=int, help="PostgreSQL port in captures (default 5432)")
+    p.add_argument("--pcap-engine", choices=["fast", "tshark"], default="fast",
+                   help="read captures with the built-in engine or with tshark's dissectors (slower)")
     p.add_argument("--since", type=_instant, help="only keep data from this UTC time on")
     p.add_argument("--until", type=_instant, help="only keep data up to this UTC time")
     p.add_argument("--baseline", type=_period, metavar="START..END",
@@ -109,7 +111,8 @@ def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]
 def _load(args: argparse.Namespace) -> Timeline:
     opts = LoadOptions(tz=args.tz, tz_for=args.tz_for, offsets=args.offset,
                        as_parser=[(name, glob) for name, glob in args.as_parser],
-                       interval=args.interval, pg_port=args.pg_port, since=args.since, until=args.until)
+                       interval=args.interval, pg_port=args.pg_port, since=args.since, until=args.until,
+                       extra={"pcap_engine": args.pcap_engine})
     for name, _glob in opts.as_parser:
         try:
             registry.get(name)

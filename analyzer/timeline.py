@@ -70,6 +70,13 @@ class Timeline:
         return Timeline(cut(self.metrics), cut(self.events), self.sources, self.diagnostics,
                         self.entities, self.tables, self.inputs, self.display_tz, self.options)
 
+    def packets(self, *, flow: str | None = None, start: Any = None, end: Any = None, limit: int = 1000,
+                engine: str = "auto") -> list[Any]:
+        """Capture packets of ``flow`` between ``start`` and ``end`` (pyshark packets; scapy
+        packets when tshark is absent). See ``analyzer.packets``."""
+        from analyzer.packets import packets
+        return packets(self, flow=flow, start=start, end=end, limit=limit, engine=engine)
+
     def to_pandas(self) -> dict[str, pd.DataFrame]:
         """Every frame as pandas (``ts`` stays tz-aware UTC).
 

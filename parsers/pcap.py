@@ -26,6 +26,9 @@ from __future__ import annotations
 import zlib
 from typing import BinaryIO
 
+import polars as pl
+
+from parsers._app_capture import AppLatency
 from parsers._capture_decode import LINKTYPE_NAMES
 from parsers._capture_engine import CaptureEngine, Consumer
 from parsers._capture_output import build
@@ -55,15 +58,32 @@ def sniff(head: bytes) -> float:
 
 
 def parse(stream: BinaryIO, *, ctx: ParseContext, consumers: list[Consumer] | None = None) -> ParseResult:
+    fallback = None
+    if ctx.options.get("pcap_engine") == "tshark":  # --pcap-engine tshark: Wireshark's dissectors
+        from parsers._tshark_engine import TsharkUnavailable
+        from parsers._tshark_engine import parse as parse_with_tshark
+        try:
+            return parse_with_tshark(stream, ctx=ctx)
+        except TsharkUnavailable as exc:
+            fallback = str(exc)
     acct = Accounting(ctx.file)
-    engine = CaptureEngine(pg_port=ctx.pg_port, consumers=consumers)
+    app = AppLatency(pg_port=ctx.pg_port)  # PostgreSQL and HTTP latency (parsers._app_capture)
+    engine = CaptureEngine(pg_port=ctx.pg_port, consumers=[app, *(consumers or [])])
     engine.run(stream, acct)
+    app.finish()
     metrics, events, flows, entities = build(engine)
-    result = ParseResult(metrics=metrics, events=events, accounting=acct, variant=_variant(engine),
-                         entities=entities, tables={"flows": flows} if flows.height else {})
+    app_metrics, app_events, app_tables = app.build()
+    result = ParseResult(metrics=pl.concat([metrics, app_metrics], how="vertical_relaxed"),
+                         events=pl.concat([events, app_events], how="vertical_relaxed"), accounting=acct,
+                         variant=_variant(engine), entities=entities,
+                         tables={**({"flows": flows} if flows.height else {}), **app_tables})
     result.tz_reason = "capture timestamps are UTC epoch"
     result.tz_name = "UTC"
     _notes(engine, acct)
+    for code, text in app.notes():
+        acct.note(code, text, level="info")
+    if fallback:
+        acct.note("pcap_engine", f"--pcap-engine tshark: {fallback}; used the fast engine", level="warning")
     return result
 
 
