@@ -91,8 +91,10 @@ def _metric_signals(metrics: pl.DataFrame) -> pl.DataFrame:
         .group_by("file", "ts").agg((100.0 - pl.col("value").sum()).alias("value")) \
         .with_columns(pl.lit("cpu.in_use").alias("signal"))
     cols = ["file", "signal", "ts", "value"]
-    return pl.concat([f.select(cols) for f in (base, tid_counts, threads, proc_cpu, host_idle) if f.height],
-                     how="vertical")
+    frames = [f.select(cols) for f in (base, tid_counts, threads, proc_cpu, host_idle) if f.height]
+    if not frames:  # e.g. a single file: nothing to compare
+        return base.select(cols).clear()
+    return pl.concat(frames, how="vertical")
 
 
 def _event_trains(events: pl.DataFrame) -> pl.DataFrame:

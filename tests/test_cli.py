@@ -141,3 +141,20 @@ def test_python_dash_m_and_since_until(tmp_path: Path):
     proc = run_cli("inspect", str(MONITOR), "--json", "--since", "2000-01-01T00:00:00Z")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["sources"][0]["parser"] == "thread_monitor"
+
+
+def _one_sample_per_parser() -> list[Path]:
+    out = []
+    for module in registry.PARSERS:
+        folder = SAMPLES / getattr(module, "SAMPLES", module.NAME)
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".md"))
+        if files:
+            out.append(files[0])
+    return out
+
+
+@pytest.mark.parametrize("path", _one_sample_per_parser(), ids=lambda p: str(p.relative_to(SAMPLES)))
+def test_report_on_any_single_sample(path: Path, tmp_path: Path):
+    # the whole pipeline (skew estimate, rules, report) copes with one lone file of each kind
+    assert main(["report", str(path), "-o", str(tmp_path / "r.html"), "--json", str(tmp_path / "f.json")]) in (0, 3)
+    assert json.loads((tmp_path / "f.json").read_text())["sources"][0]["file"] == path.name
