@@ -19,14 +19,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
 
 import polars as pl
 
 from parsers import schema
+from parsers.lines import iter_lines
 
 EXCERPT_CHARS = 120
 DETAILED_DIAGNOSTICS_PER_CODE = 20  # further occurrences of a code are only counted
@@ -245,3 +246,16 @@ def zone_name(tz: dt.tzinfo) -> str:
     if tz is dt.timezone.utc:
         return "UTC"
     return str(tz)
+
+
+def accounted_lines(stream: BinaryIO, acct: Accounting) -> Iterator[tuple[int, str]]:
+    """``lines.iter_lines`` that keeps ``acct.total`` current and stops a hopeless file:
+    once ``acct.should_abandon``, the remaining lines are counted as ``abandoned``."""
+    for number, text in iter_lines(stream):
+        acct.total = number
+        if acct.should_abandon:
+            remaining = sum(1 for _ in stream)
+            acct.total += remaining
+            acct.abandon(number, remaining + 1)
+            return
+        yield number, text

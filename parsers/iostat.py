@@ -31,8 +31,8 @@ import polars as pl
 from parsers import _sysstat as ss
 from parsers import _sysstat_iostat_fast as fast
 from parsers._sysstat_iostat import STAMP, TextEngine
-from parsers.base import Accounting, ParseContext, ParseResult
-from parsers.lines import head_lines, iter_line_batches, iter_lines
+from parsers.base import Accounting, ParseContext, ParseResult, accounted_lines
+from parsers.lines import head_lines, iter_line_batches
 
 NAME = "iostat"
 DESCRIPTION = "sysstat iostat reports (text, every -x column set, -o JSON)"
@@ -216,13 +216,7 @@ def _parse_json(stream: BinaryIO, ctx: ParseContext) -> ParseResult:
     host = date_text = ""
     report = 0
     in_stats = False
-    for number, text in iter_lines(stream):
-        acct.total = number
-        if acct.should_abandon:
-            remaining = sum(1 for _ in stream)
-            acct.total += remaining
-            acct.abandon(number, remaining + 1)
-            break
+    for number, text in accounted_lines(stream, acct):
         if _STRUCT_RE.match(text) or _OPEN_RE.match(text):
             if in_stats and text.strip().startswith("{"):
                 report += 1

@@ -22,8 +22,8 @@ from typing import Any, BinaryIO
 import polars as pl
 
 from parsers import _sysstat as ss
-from parsers.base import Accounting, ParseContext, ParseResult, attrs_json
-from parsers.lines import head_lines, iter_lines
+from parsers.base import Accounting, ParseContext, ParseResult, accounted_lines, attrs_json
+from parsers.lines import head_lines
 from parsers.timeutil import DayRoller
 
 NAME = "pidstat"
@@ -202,13 +202,7 @@ class _State:
 def parse(stream: BinaryIO, *, ctx: ParseContext) -> ParseResult:
     acct = Accounting(ctx.file)
     st = _State(ctx, acct)
-    for number, text in iter_lines(stream):
-        acct.total = number
-        if acct.should_abandon:
-            remaining = sum(1 for _ in stream)
-            acct.total += remaining
-            acct.abandon(number, remaining + 1)
-            break
+    for number, text in accounted_lines(stream, acct):
         _line(st, number, text)
         if st.run and st.run_last != number:
             st.end_run()

@@ -28,11 +28,12 @@ from parsers.base import (
     Accounting,
     ParseContext,
     ParseResult,
+    accounted_lines,
     attrs_json,
     entity_builder,
     event_builder,
 )
-from parsers.lines import head_lines, is_binary, iter_lines
+from parsers.lines import head_lines, is_binary
 
 NAME = "proc_status"
 DESCRIPTION = "Linux /proc/PID/status dumps (cat, head/tail ==> headers, grep -H, timed loops)"
@@ -183,13 +184,7 @@ def parse(stream: BinaryIO, *, ctx: ParseContext) -> ParseResult:
     st = _State(ctx)
     acct = st.acct
     current: Record | None = None
-    for number, text in iter_lines(stream):
-        acct.total = number
-        if acct.should_abandon:
-            remaining = sum(1 for _ in stream)
-            acct.total += remaining
-            acct.abandon(number, remaining + 1)
-            break
+    for number, text in accounted_lines(stream, acct):
         if not text.strip():
             acct.parsed()
             continue

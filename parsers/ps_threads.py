@@ -34,11 +34,12 @@ from parsers.base import (
     Accounting,
     ParseContext,
     ParseResult,
+    accounted_lines,
     attrs_json,
     entity_builder,
     event_builder,
 )
-from parsers.lines import head_lines, is_binary, iter_lines
+from parsers.lines import head_lines, is_binary
 
 NAME = "ps_threads"
 DESCRIPTION = "procps ps listings: ps -eLf, ps -T -p, ps -L -o/-eLo ..., ps -eo with NLWP, ps aux"
@@ -282,13 +283,7 @@ def parse(stream: BinaryIO, *, ctx: ParseContext) -> ParseResult:
     current: Snapshot | None = None
     pending_stamp: dt.datetime | None = None  # a time line not yet used by a header
     elided = 0
-    for number, text in iter_lines(stream):
-        acct.total = number
-        if acct.should_abandon:
-            remaining = sum(1 for _ in stream)
-            acct.total += remaining
-            acct.abandon(number, remaining + 1)
-            break
+    for number, text in accounted_lines(stream, acct):
         if not text.strip():
             acct.parsed()
             continue

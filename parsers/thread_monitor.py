@@ -16,8 +16,16 @@ import datetime as dt
 import re
 from typing import BinaryIO
 
-from parsers.base import Accounting, ParseContext, ParseResult, attrs_json, event_builder, metric_builder
-from parsers.lines import head_lines, iter_lines
+from parsers.base import (
+    Accounting,
+    ParseContext,
+    ParseResult,
+    accounted_lines,
+    attrs_json,
+    event_builder,
+    metric_builder,
+)
+from parsers.lines import head_lines
 from parsers.timeutil import parse_loose
 
 NAME = "thread_monitor"
@@ -87,13 +95,7 @@ def parse(stream: BinaryIO, *, ctx: ParseContext) -> ParseResult:
     last_count: dict[str, float] = {}
     exited: set[str] = set()
     banner_ts: dt.datetime | None = None
-    for number, text in iter_lines(stream):
-        acct.total = number
-        if acct.should_abandon:
-            remaining = _count_rest(stream)
-            acct.total += remaining
-            acct.abandon(number, remaining + 1)
-            break
+    for number, text in accounted_lines(stream, acct):
         if not text.strip():
             acct.parsed()
             continue
@@ -173,9 +175,3 @@ def _variant(explicit: int, naive: int) -> str:
     if explicit:
         return "mixed zoned/naive timestamps"
     return "naive local timestamps"
-
-
-def _count_rest(stream: BinaryIO) -> int:
-    return sum(1 for _ in stream)
-
-

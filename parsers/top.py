@@ -41,11 +41,12 @@ from parsers.base import (
     Accounting,
     ParseContext,
     ParseResult,
+    accounted_lines,
     attrs_json,
     entity_builder,
     event_builder,
 )
-from parsers.lines import head_lines, is_binary, iter_lines
+from parsers.lines import head_lines, is_binary
 from parsers.timeutil import DayRoller, parse_clock
 
 NAME = "top"
@@ -287,13 +288,7 @@ def parse(stream: BinaryIO, *, ctx: ParseContext) -> ParseResult:
     state = "between"  # between | summary | header | rows
     header: list[tuple[int, int, str]] | None = None
     boundary = True  # the next frame starts a new top run
-    for number, text in iter_lines(stream):
-        acct.total = number
-        if acct.should_abandon:
-            remaining = sum(1 for _ in stream)
-            acct.total += remaining
-            acct.abandon(number, remaining + 1)
-            break
+    for number, text in accounted_lines(stream, acct):
         clock = CLOCK_RE.match(text)
         if clock:
             if frame is not None:
