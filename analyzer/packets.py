@@ -107,8 +107,17 @@ def _captures(timeline: Timeline) -> Iterator[str]:
 
 
 def _pyshark(path: str, dfilter: str, limit: int, pg_port: int | None) -> list[Any]:
+    import asyncio
+    import warnings
+
     import pyshark
 
+    # pyshark installs a SafeChildWatcher bound to its own event loop; once that loop is
+    # closed, nobody else in the process can start a subprocess through asyncio. Put the
+    # process-wide watcher back as we found it.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        watcher = asyncio.get_child_watcher()
     decode = {f"tcp.port=={pg_port}": "pgsql"} if pg_port else None
     cap = pyshark.FileCapture(path, display_filter=dfilter, decode_as=decode, keep_packets=False)
     out = []
@@ -119,6 +128,9 @@ def _pyshark(path: str, dfilter: str, limit: int, pg_port: int | None) -> list[A
                 break
     finally:
         cap.close()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            asyncio.set_child_watcher(watcher)
     return out
 
 
