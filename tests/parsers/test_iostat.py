@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from parsers import iostat, registry, schema
 from parsers.base import ParseContext
 
+from .._mutate import apply_line_ops, n_lines
 from ..conftest import SAMPLES
 
 FOLDER = SAMPLES / "iostat"
@@ -29,10 +30,6 @@ def run(path: Path | str, **ctx_args) -> tuple:
         result = iostat.parse(fh, ctx=ParseContext(file=path.name, **ctx_args))
     return result, result.accounting
 
-
-def n_lines(data: bytes) -> int:
-    """Physical lines as records: LF-terminated, plus an unterminated last line."""
-    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
 
 
 def value(result, entity: str, metric: str, ts: dt.datetime) -> float:
@@ -250,19 +247,7 @@ SEEDS = [FOLDER / "xzt_c.txt", FOLDER / "h_xt_c.txt", FOLDER / "x_json_t_c.json"
                                                           st.integers(0, 10 ** 6), st.integers(0, 255)),
                                                 max_size=6))
 def test_mutated_samples_keep_accounting(seed: Path, ops):
-    lines = seed.read_bytes().split(b"\n")
-    for op, pos, byte in ops:
-        i = pos % max(len(lines), 1)
-        if op == "del" and lines:
-            del lines[i]
-        elif op == "dup" and lines:
-            lines.insert(i, lines[i])
-        elif op == "flip" and lines and lines[i]:
-            j = pos % len(lines[i])
-            lines[i] = lines[i][:j] + bytes([byte]) + lines[i][j + 1:]
-        elif op == "cut":
-            lines = lines[: i + 1]
-    data = b"\n".join(lines)
+    data = apply_line_ops(seed.read_bytes(), ops)
     result = registry.run(iostat, io.BytesIO(data), ParseContext(file=seed.name))
     acct = result.accounting
     assert not result.hints.get("failed"), acct.all_diagnostics()

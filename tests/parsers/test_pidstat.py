@@ -16,15 +16,13 @@ from hypothesis import strategies as st
 from parsers import pidstat, registry
 from parsers.base import ParseContext
 
+from .._mutate import apply_line_ops, n_lines
 from ..conftest import SAMPLES
 
 FOLDER = SAMPLES / "pidstat"
 ALL_SAMPLES = sorted(p for p in FOLDER.glob("*.txt"))
 AVERAGE = re.compile(r"^(Average|Moyenne|Durchschn\.|平均时间|Media|Summary)\s?:")
 
-
-def n_lines(data: bytes) -> int:
-    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
 
 
 def run(path: Path, **ctx_args):
@@ -164,19 +162,7 @@ SEEDS = [FOLDER / "h_urdwt_c.txt", FOLDER / "t_multi_c.txt", FOLDER / "urt_zh_cn
                                                           st.integers(0, 10 ** 6), st.integers(0, 255)),
                                                 max_size=6))
 def test_mutated_samples_keep_accounting(seed: Path, ops):
-    lines = seed.read_bytes().split(b"\n")
-    for op, pos, byte in ops:
-        i = pos % max(len(lines), 1)
-        if op == "del" and lines:
-            del lines[i]
-        elif op == "dup" and lines:
-            lines.insert(i, lines[i])
-        elif op == "flip" and lines and lines[i]:
-            j = pos % len(lines[i])
-            lines[i] = lines[i][:j] + bytes([byte]) + lines[i][j + 1:]
-        elif op == "cut":
-            lines = lines[: i + 1]
-    data = b"\n".join(lines)
+    data = apply_line_ops(seed.read_bytes(), ops)
     result = registry.run(pidstat, io.BytesIO(data), ParseContext(file=seed.name))
     acct = result.accounting
     assert not result.hints.get("failed"), acct.all_diagnostics()

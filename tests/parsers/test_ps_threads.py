@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from parsers import proc_status, ps_threads, registry, top
 from parsers.base import ParseContext
 
+from .._mutate import n_lines, splice_lines
+
 FOLDER = Path("samples/threads/ps")
 SAMPLES = sorted(p for p in FOLDER.glob("*.txt"))
 MTIME = dt.datetime(2026, 11, 28, 6, 0, 0, tzinfo=dt.timezone.utc)
@@ -242,13 +244,10 @@ _LINES = [ln for p in SAMPLES for ln in p.read_bytes().splitlines(keepends=True)
 @given(picks=st.lists(st.integers(0, len(_LINES) - 1), min_size=1, max_size=60),
        cut=st.integers(0, 200), junk=st.binary(max_size=40), where=st.integers(0, 59))
 def test_mutated_samples_keep_accounting(picks, cut, junk, where):
-    lines = [_LINES[i] for i in picks]
-    k = where % len(lines)
-    lines[k] = lines[k][:cut] + junk + lines[k][cut:]
-    blob = b"".join(lines)
+    blob = splice_lines(_LINES, picks, cut, junk, where)
     result = ps_threads.parse(io.BytesIO(blob), ctx=ParseContext(file_mtime=MTIME))
     acct = result.accounting
-    assert acct.total == blob.count(b"\n") + (0 if blob.endswith(b"\n") or not blob else 1)
+    assert acct.total == n_lines(blob)
     assert acct.parsed_count + acct.skipped_count == acct.total
     assert set(result.metrics.get_column("metric").unique().to_list()) <= {
         "proc.threads", "proc.cpu_pct", "proc.rss_kb", "proc.vsz_kb", "proc.mem_pct"}
