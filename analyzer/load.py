@@ -12,6 +12,7 @@ from typing import Any
 
 import polars as pl
 
+from analyzer import pgss_files
 from analyzer.bundle import Bundle, Limits, Member, open_inputs
 from analyzer.timeline import Timeline, source_status
 from parsers import registry, schema
@@ -135,6 +136,7 @@ def _parse_bundle(bundle: Bundle, inputs: list[str], opts: LoadOptions,
     entities: list[pl.DataFrame] = []
     tables: dict[str, list[pl.DataFrame]] = {}
     diags: list[Diagnostic] = list(bundle.diagnostics)
+    singles = pgss_files.SingleSnapshots()
     total = len(plans)
     for done, index in enumerate(order):
         plan = plans[index]
@@ -169,8 +171,18 @@ def _parse_bundle(bundle: Bundle, inputs: list[str], opts: LoadOptions,
                 reference_date = dt.date.fromisoformat(result.hints["date"])
         rows.append(_finish(result, member, plan, decision, policy, metrics, events, entities, tables))
         diags.extend(result.accounting.all_diagnostics())
+        if plan.parser.NAME == pgss_files.PARSER:
+            table = result.tables.get("pg_statements")
+            offset = policy.offset_for(member.name)
+            if table is not None and offset and "snapshot_time" in table.columns:
+                table = table.with_columns(pl.col("snapshot_time") + dt.timedelta(seconds=offset))
+            singles.offer(member.name, result.host or "", result.metrics.height, table)
     if progress:
         progress("", total, total)
+    more_metrics, more_events, more_diags = singles.combine()
+    metrics += more_metrics
+    events += more_events
+    diags += more_diags
     # sources that were parsed before the host name was known get it now
     tl = Timeline(
         metrics=_concat(metrics, schema.METRIC_COLUMNS),
