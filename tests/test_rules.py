@@ -129,6 +129,23 @@ def test_db_pool_exhaustion_names_the_pool():
     assert f["title"].startswith("Database pool shop-main ran dry: 6 requests failed")
 
 
+def test_db_pool_exhaustion_without_a_pool_name_takes_the_database_whose_backends_were_held():
+    errs = [event("db.timeout", 61 + i, entity="proc:app", message="TimeoutError in pool.acquire()", line=i)
+            for i in range(6)]
+    rows = (series("pg.idle_in_tx", "pool:shop", level(1.0, 9.0, n=24, burst=range(11, 15)),
+                   source="pg_stat_activity", step=5)
+            + series("pg.active", "pool:shop", [1.0] * 24, source="pg_stat_activity", step=5)
+            + series("pg.active", "pool:reports", [3.0] * 24, source="pg_stat_activity", step=5)
+            + series("pg.idle_in_tx", "pool:all", level(1.0, 9.0, n=24, burst=range(11, 15)),
+                     source="pg_stat_activity", step=5))
+    [f] = by_key(timeline(rows, events=errs), "db_pool_exhaustion")
+    assert f["entities"][0] == "pool:shop"
+    assert f["title"].startswith("Database pool shop ran dry: 6 requests failed or timed out")
+    # the same errors with no server-side view name no pool
+    [g] = by_key(timeline(events=errs), "db_pool_exhaustion")
+    assert not any(e.startswith("pool:") for e in g["entities"])
+
+
 def test_db_pool_exhaustion_from_lock_waits_and_a_dry_pool():
     rows = (series("pg.waiting", "wait:Lock/transactionid", level(0.0, 8.0, n=24, burst=range(12, 16)),
                    source="pg_stat_activity", step=5)
@@ -237,6 +254,18 @@ def test_syn_backlog_overflow_from_retries_and_the_kernel_message():
     [f] = by_key(timeline(events=evs), "syn_backlog_overflow")
     assert f["entities"] == ["endpoint:10.0.0.9:443"] and f["severity"] == "high"
     assert "12 SYN retransmissions and the kernel's SYN-flooding warning" in f["title"]
+
+
+@pytest.mark.parametrize(("server", "explained"), [("10.0.0.9:443", True), ("10.0.0.7:443", False)])
+def test_a_backlog_overflow_explains_retransmissions_on_its_own_endpoint(server, explained):
+    evs = [event("tcp.syn_retry", 61 + i / 4, entity=f"flow:10.0.0.5:{41000 + i}>10.0.0.9:443", source="pcap",
+                 file="cap.pcap") for i in range(12)]
+    rows = series("net.retransmits", f"endpoint:{server}", level(0.0, 6.0, n=N, burst=range(60, 66)), source="pcap")
+    rows += series("net.packets_per_s", f"endpoint:{server}", [100.0] * N, source="pcap")
+    tl = timeline(rows, events=evs)
+    [syn] = by_key(tl, "syn_backlog_overflow")
+    [net] = by_key(tl, "network_retransmissions")
+    assert net["upstream"] == ([syn["id"]] if explained else [])
 
 
 # -- kernel_limit ---------------------------------------------------------------------------

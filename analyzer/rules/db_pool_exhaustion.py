@@ -2,11 +2,14 @@
 
 Opens on bursts of ``db.pool_error`` / ``db.timeout`` events, or on sessions waiting for
 locks (``pg.waiting`` on ``wait:Lock…``) while an application's pool has no idle connection
-left (``pg.idle`` of its ``pool:`` at 0). Names the pool (``pool:<name>``) and,
+left (``pg.idle`` of its ``pool:`` at 0). Names the pool (``pool:<name>``; when the errors
+don't name it, the database whose backends were all busy or idle in a transaction) and,
 when visible, who held the connections: a slow query or idle-in-transaction sessions.
 """
 
 from __future__ import annotations
+
+import datetime as dt
 
 import polars as pl
 
@@ -18,7 +21,7 @@ def find(ctx: Context) -> list[Candidate]:
     for burst in ctx.segs(["db.pool_error", "db.timeout"]).iter_rows(named=True):
         events = ctx.events_of([burst["metric"]], burst["start"], burst["end"])
         pools = events.filter(pl.col("entity").str.starts_with("pool:")).get_column("entity")
-        pool = pools.mode().sort().first() if pools.len() else None
+        pool = pools.mode().sort().first() if pools.len() else _busiest_pool(ctx, burst["start"], burst["end"])
         out.append(_candidate(ctx, burst, events, pool))
     # without the application's own errors: sessions stuck on locks while a pool has no idle
     # connection left (pg_stat_activity per application_name)
@@ -30,6 +33,21 @@ def find(ctx: Context) -> list[Candidate]:
         if dry.len():
             out.append(_candidate(ctx, seg, None, str(dry.first())))
     return out
+
+
+def _busiest_pool(ctx: Context, start, end) -> str | None:
+    """The application's errors rarely name the pool; the server's view does: the database
+    (``pool:<datname>`` from pg_stat_activity) whose connections were all busy or idle in a
+    transaction during the burst."""
+    pad = dt.timedelta(seconds=10)
+    held = pl.concat([ctx.samples(m, prefix="pool:", start=start - pad, end=end + pad)
+                      for m in ("pg.active", "pg.idle_in_tx")], how="vertical_relaxed")
+    held = held.filter(~pl.col("entity").is_in(["pool:all", "pool:total"]))
+    if held.is_empty():
+        return None
+    per = held.group_by("entity", "ts").agg(pl.col("value").sum()).group_by("entity") \
+        .agg(pl.col("value").max()).sort(["value", "entity"], descending=[True, False])
+    return str(per.get_column("entity").first()) if per.get_column("value").first() > 0 else None
 
 
 def _candidate(ctx: Context, seg: dict, events: pl.DataFrame | None, pool: str | None) -> Candidate:

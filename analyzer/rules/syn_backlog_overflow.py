@@ -40,7 +40,11 @@ def find(ctx: Context) -> list[Candidate]:
 RULE = Rule(
     key="syn_backlog_overflow",
     triggers=("tcp.syn_retry", "kernel.syn_flood"),
-    explains=("connection_resets",),
+    # a full accept queue also drops the handshake's last ACK and the first data segments of
+    # connections it could not take: their SYN-ACK and data retransmissions are its symptom
+    explains=("connection_resets", "network_retransmissions"),
+    relates=lambda cause, key, effect: key != "network_retransmissions"
+    or not cause.params.get("endpoint") or effect.params.get("endpoint") == cause.params["endpoint"],
     title=(
         "Listen backlog overflow{% if endpoint %} on {{ endpoint }}{% endif %}: {{ retries }} SYN "
         "retransmission{{ 's' if retries != 1 }}{% if kernel %} and the kernel's SYN-flooding warning{% endif %}"
