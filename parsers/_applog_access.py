@@ -79,14 +79,23 @@ def access_frame(rows: pl.DataFrame, first_line: int) -> pl.DataFrame:
     )
 
 
-def finish(frames: list[pl.DataFrame], mode: str, tz: dt.tzinfo) -> tuple[pl.DataFrame | None, str]:
-    """One frame with ``ts`` in the file's time mode (naive wall clock, or UTC when the
-    artifact's times carry zones); rows whose time could not be read are dropped."""
+def finish(frames: list[pl.DataFrame], mode: str, tz: dt.tzinfo) -> tuple[list[pl.DataFrame], str]:
+    """The frames (one per batch, consumed) with ``ts`` in the file's time mode (naive wall
+    clock, or UTC when the artifact's times carry zones); rows whose time could not be read
+    are dropped. Converted one by one so only one extra batch is alive at a time."""
     if not frames:
-        return None, mode
-    df = pl.concat(frames).filter(pl.col("wall").is_not_null())
+        return [], mode
     if not mode:
-        mode = "aware" if df.get_column("off_min").is_not_null().any() else "naive"
+        printed = (pl.col("wall").is_not_null() & pl.col("off_min").is_not_null()).any()
+        mode = "aware" if any(f.select(printed).item() for f in frames) else "naive"
+    out = []
+    while frames:
+        out.append(_with_times(frames.pop(0), mode, tz))
+    return out, mode
+
+
+def _with_times(df: pl.DataFrame, mode: str, tz: dt.tzinfo) -> pl.DataFrame:
+    df = df.filter(pl.col("wall").is_not_null())
     utc_from_offset = (pl.col("wall") - pl.duration(minutes=pl.col("off_min"))).dt.replace_time_zone("UTC")
     if mode == "aware":
         if isinstance(tz, ZoneInfo):
@@ -112,4 +121,4 @@ def finish(frames: list[pl.DataFrame], mode: str, tz: dt.tzinfo) -> tuple[pl.Dat
         pl.when(pl.col("took_s").is_not_null()).then(end - took).otherwise(end).alias("ts"),
         pl.when(pl.col("took_s").is_not_null()).then(end).otherwise(None).cast(dtype).alias("end"),
     )
-    return df.drop("wall", "off_min", "took_s"), mode
+    return df.drop("wall", "off_min", "took_s")

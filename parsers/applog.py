@@ -32,15 +32,17 @@ import datetime as dt
 import re
 from typing import BinaryIO
 
+import numpy as np
 import polars as pl
 
 from parsers import _logprefix as lp
-from parsers._applog_access import ACCESS_RX, access_frame, finish
+from parsers._applog_access import access_frame, finish
 from parsers._applog_events import Emitter, Record
+from parsers._applog_scan import Scanner, batches, line_count
 from parsers._applog_slow import FAST_RX, slow_frame, stall_metrics
 from parsers._asyncio_repr import SLOW_RE, WRAP_START_RE
 from parsers.base import Accounting, ParseContext, ParseResult
-from parsers.lines import ANSI_RE, head_lines, is_binary, iter_line_batches
+from parsers.lines import ANSI_RE, head_lines, is_binary
 from parsers.timeutil import UTC
 
 NAME = "applog"
@@ -48,12 +50,6 @@ DESCRIPTION = "Python application logs: asyncio slow callbacks, task/exception r
 SAMPLES = "applogs"
 NAME_HINTS = ("*.log", "*app*", "*uvicorn*", "*gunicorn*", "*stderr*")
 
-CANDIDATE_RX = (
-    r"took |Executing |Long-running callback|Traceback \(most recent call last\)|ERROR|CRITICAL|FATAL|"
-    r"exception was never retrieved|destroyed but it is pending|WORKER TIMEOUT|Booting worker|Worker \(pid:|"
-    r"Worker exiting|Errno 24|Too many open files|TooManyConnections|ConnectionDoesNotExist|server process|"
-    r"Starting gunicorn|Shutting down: Master"
-)
 CONT_RE = re.compile(
     r"^(?:[ \t]|Traceback \(most recent call last\)|During handling of the above exception|"
     r"The above exception was the direct cause|[A-Za-z_][\w.]*(?::|$)|$)"
@@ -141,13 +137,16 @@ class _State:
 def parse(stream: BinaryIO, *, ctx: ParseContext) -> ParseResult:
     st = _State(ctx)
     total = 0
-    for first, block in iter_line_batches(stream, BATCH_BYTES):
-        n_lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-        rows, access, slow = _candidates(block)
-        if access.height:
-            st.frames.append(access_frame(access, first))
+    scanner = Scanner(FAST_RX)
+    for block in batches(stream, BATCH_BYTES):
+        first = total + 1
+        n_lines = line_count(block)
+        rows, access, slow = scanner.candidates(block)
+        pieces = [access_frame(access, first)] if access.height else []
         if slow.height:
-            st.frames.append(slow_frame(slow, first))
+            pieces.append(slow_frame(slow, first))
+        if pieces:  # one frame per batch: its rows interleave with this batch's Python events
+            st.frames.append(pieces[0] if len(pieces) == 1 else pl.concat(pieces))
         for i, text, ts_text, nul in rows.iter_rows():
             number = first + i
             if nul:
@@ -167,52 +166,6 @@ def parse(stream: BinaryIO, *, ctx: ParseContext) -> ParseResult:
     if rest:
         st.acct.abandon(total, rest)
     return _result(st)
-
-
-def _candidates(block: bytes) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Rows (i, line, ts, nul) of the lines Python must look at, i 0-based in the block, and
-    rows (i, line, ts) of access lines and of one-line slow-callback warnings with their own
-    time (both handled column-wise)."""
-    try:
-        frame = pl.read_lines(block)
-    except Exception:  # invalid UTF-8: replace, the newlines stay where they were
-        frame = pl.read_lines(block.decode("utf-8", "replace").encode())
-    line = pl.col("line")
-    last = frame.height - 1
-    # each regex runs once over the block; the costlier ones only over the rows still in question
-    flagged = (
-        frame.lazy()
-        .with_row_index("i")
-        .with_columns(
-            line.str.contains(CANDIDATE_RX).alias("cand"),
-            line.str.contains(lp.PREFIX_RX).alias("pref"),
-            line.str.contains(lp.TS_START_RX).alias("tsl"),
-            line.str.contains(" HTTP/", literal=True).alias("http"),
-            line.str.contains("\x00", literal=True).alias("nul"),
-            line.str.starts_with("Traceback (most recent call last)")
-            .shift(-1, fill_value=False)
-            .alias("tb_next"),
-        )
-        .with_columns(
-            (pl.col("cand") | ~pl.col("pref") | pl.col("tb_next") | (pl.col("i") == last)).alias("keep"),
-            # the row whose time an unprefixed line inherits; its text is fetched for kept rows only
-            pl.when(pl.col("tsl")).then(pl.col("i")).forward_fill().alias("ts_row"),
-        )
-        .filter(pl.col("keep") | pl.col("http"))
-        .with_columns(
-            (~pl.col("keep") & pl.col("ts_row").is_not_null() & line.str.contains(ACCESS_RX)).alias("access"),
-            (pl.col("keep") & ~pl.col("nul") & pl.col("tsl") & line.str.contains(FAST_RX)).alias("fast"),
-        )
-        .collect()
-    )
-    stamps = frame.get_column("line").gather(flagged.get_column("ts_row")).str.slice(0, 48)
-    flagged = flagged.with_columns(stamps.alias("ts"))
-    access = flagged.filter(pl.col("access")).select("i", "line", "ts")
-    slow = flagged.filter(pl.col("fast")).select("i", "line", "ts")
-    python_rows = flagged.filter((pl.col("keep") | ~pl.col("access")) & ~pl.col("fast")).select(
-        "i", "line", "ts", "nul"
-    )
-    return python_rows, access, slow
 
 
 def _line(st: _State, number: int, text: str, ts_text: str | None) -> None:
@@ -267,14 +220,13 @@ def _result(st: _State) -> ParseResult:
     out, acct = st.out, st.acct
     events = _same_time_dtype(out.events.build())
     vectorised, st.mode = finish(st.frames, st.mode, st.ctx.tz)
-    if vectorised is not None:
-        if vectorised.schema["ts"] != events.schema["ts"]:  # no Python-path times to set the dtype
-            events = events.with_columns(pl.col("ts", "end").cast(vectorised.schema["ts"]))
-        events = pl.concat(
-            [events, vectorised.select([pl.col(c).cast(events.schema[c]) for c in events.columns])]
-        ).sort("line", maintain_order=True)
-        for kind, n in vectorised.group_by("kind").len().iter_rows():
-            out.kinds[kind] += n
+    if vectorised:
+        if vectorised[0].schema["ts"] != events.schema["ts"]:  # no Python-path times to set the dtype
+            events = events.with_columns(pl.col("ts", "end").cast(vectorised[0].schema["ts"]))
+        for piece in vectorised:
+            for kind, n in piece.group_by("kind").len().iter_rows():
+                out.kinds[kind] += n
+        events = _interleave(events, vectorised)
     metrics = stall_metrics(events)
     result = ParseResult(metrics=metrics, events=events, accounting=acct, variant=_variant(st.kinds))
     if st.mode == "aware":
@@ -302,6 +254,25 @@ def _result(st: _State) -> ParseResult:
         )
     result.hints["applog_event_kinds"] = dict(sorted(out.kinds.items()))
     return result
+
+
+def _interleave(events: pl.DataFrame, pieces: list[pl.DataFrame]) -> pl.DataFrame:
+    """``events`` (Python path, in line order) and the column-wise pieces (one per batch, in
+    batch order) merged in line order, the Python event first on a tie. Sorted piece by piece
+    and concatenated without copying: a log of millions of access lines is held once."""
+    casts = [pl.col(c).cast(events.schema[c]) for c in events.columns]
+    py_lines = events.get_column("line").to_numpy()
+    if len(py_lines) > 1 and (np.diff(py_lines) < 0).any():  # not expected; the plain way then
+        return pl.concat([events, *(p.select(casts) for p in pieces)]).sort("line", maintain_order=True)
+    merged, start = [], 0
+    while pieces:
+        piece = pieces.pop(0).select(casts)
+        stop = int(np.searchsorted(py_lines, piece.get_column("line").max(), side="right")) if piece.height else start
+        part = pl.concat([events.slice(start, stop - start), piece])
+        merged.append(part.sort("line", maintain_order=True) if stop > start else part)
+        start = stop
+    merged.append(events.slice(start))
+    return pl.concat(merged, rechunk=False)
 
 
 def _same_time_dtype(events: pl.DataFrame) -> pl.DataFrame:

@@ -88,14 +88,18 @@ def run(target_mb: int = 520, mix: str = "plain") -> dict:
         size, warnings = build(path, target_mb, mix)
         mb = size / 2**20
         env = {**os.environ, "LC_ALL": "C"}
+        children0 = _cpu(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         grep = subprocess.run(["grep", "-c", "took", str(path)], capture_output=True, text=True, env=env)
         grep_s = time.perf_counter() - t0
+        grep_cpu = _cpu(resource.RUSAGE_CHILDREN) - children0
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self0 = _cpu(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
         with path.open("rb") as fh:
             result = applog.parse(fh, ctx=ParseContext(file=path.name))
         parse_s = time.perf_counter() - t0
+        parse_cpu = _cpu(resource.RUSAGE_SELF) - self0
         rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         acct = result.accounting
         slow = result.events.filter(result.events["kind"] == "loop.slow_callback").height
@@ -112,6 +116,12 @@ def run(target_mb: int = 520, mix: str = "plain") -> dict:
             "grep_s": grep_s,
             "grep_mb_s": mb / grep_s,
             "ratio_to_grep": parse_s / grep_s,
+            "parse_cpu_s": parse_cpu,
+            "parse_mb_per_cpu_s": mb / parse_cpu if parse_cpu else float("inf"),
+            "grep_cpu_s": grep_cpu,
+            "grep_mb_per_cpu_s": mb / grep_cpu if grep_cpu else float("inf"),
+            "cpu_ratio_to_grep": parse_cpu / grep_cpu if grep_cpu else float("inf"),
+            "load_avg": os.getloadavg()[0],
             "peak_rss_mb": rss_after / 1024,
             "rss_before_mb": rss_before / 1024,
             "events_frame_mb": result.events.estimated_size() / 2**20,
@@ -119,12 +129,19 @@ def run(target_mb: int = 520, mix: str = "plain") -> dict:
         print(
             f"applog ({mix} mix) {mb:.0f} MB, {acct.total} lines, {warnings} slow-callback warnings: parse {parse_s:.2f} s = "
             f"{out['parse_mb_s']:.0f} MB/s ({out['ratio_to_grep']:.1f}x grep's time); grep -c took "
-            f"{grep_s:.2f} s = {out['grep_mb_s']:.0f} MB/s; events {out['events']} "
+            f"{grep_s:.2f} s = {out['grep_mb_s']:.0f} MB/s; per CPU-second: parse {out['parse_mb_per_cpu_s']:.0f} MB/s "
+            f"({parse_cpu:.2f} s), grep {out['grep_mb_per_cpu_s']:.0f} MB/s ({grep_cpu:.2f} s), "
+            f"{out['cpu_ratio_to_grep']:.1f}x grep's CPU; load average {out['load_avg']:.1f}; events {out['events']} "
             f"({slow} slow callbacks), metric rows {out['metric_rows']}; peak RSS {out['peak_rss_mb']:.0f} MB "
             f"(before parsing {out['rss_before_mb']:.0f} MB; the events frame itself is "
             f"{out['events_frame_mb']:.0f} MB)"
         )
         return out
+
+
+def _cpu(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def test_bench_applog():
