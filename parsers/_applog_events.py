@@ -156,13 +156,15 @@ class Emitter:
         if not exc_type and msg.startswith("Traceback"):
             exc_type, exc_msg = _exception([msg, *rec.cont])
         if "Errno 24" in text or "Too many open files" in text or "EMFILE" in text:
+            listener = _listener(text)
             self.add(
                 rec,
                 kind="os.too_many_open_files",
-                entity=_proc(prefix),
+                entity=listener or _proc(prefix),
                 severity="high",
                 message=_one_line(msg, exc_type, exc_msg),
-                attrs={"exception_type": exc_type, "exception_message": exc_msg},
+                attrs={"exception_type": exc_type, "exception_message": exc_msg,
+                       "process": _proc(prefix) if listener else None},
             )
             return
         is_error = prefix.level in ERROR_LEVELS or (has_tb and prefix.level in ("", "ERROR", "CRITICAL"))
@@ -330,6 +332,22 @@ def _exception(lines: list[str]) -> tuple[str, str]:
             if m and m.group("type").endswith(("Error", "Exception", "Exit", "Interrupt")):
                 last = (m.group("type"), (m.group("msg") or "").strip())
     return last
+
+
+# asyncio's "socket.accept() out of system resource" names the listening socket:
+# socket: <asyncio.TransportSocket fd=11, family=2, type=1, proto=6, laddr=('127.0.0.1', 8000)>
+LADDR_RE = re.compile(r"laddr=\('([0-9A-Fa-f.:%]+)', (\d{1,5})")
+
+
+def _listener(text: str) -> str | None:
+    """``endpoint:<ip>:<port>`` of the listening socket whose accept() failed, if the record names it."""
+    if "accept" not in text:
+        return None
+    m = LADDR_RE.search(text)
+    if not m:
+        return None
+    host, port = m.group(1), m.group(2)
+    return f"endpoint:[{host}]:{port}" if ":" in host else f"endpoint:{host}:{port}"
 
 
 def _proc(prefix: Prefix) -> str:

@@ -91,6 +91,18 @@ FAULT_RUNS = [
 ]
 
 
+# (file name, python version prefix, program, what it shows): other small programs
+EXTRA_RUNS = [
+    (
+        "py311_accept_emfile.log",
+        "3.11",
+        "accept_emfile.py",
+        "asyncio server over its open-files limit: 'socket.accept() out of system resource' naming the "
+        "listening socket, EMFILE",
+    ),
+]
+
+
 def interpreter(prefix: str) -> Path | None:
     for cand in sorted(PYENV.glob(f"{prefix}.*")):
         exe = cand / "bin" / "python"
@@ -183,7 +195,7 @@ def main() -> None:
     if WORKDIR.exists():
         shutil.rmtree(WORKDIR)
     WORKDIR.mkdir(parents=True)
-    for prog in ("faults.py", "webapp.py"):
+    for prog in ("faults.py", "webapp.py", *(run[2] for run in EXTRA_RUNS)):
         shutil.copy(PROGRAMS / prog, WORKDIR / prog)
 
     prov = [
@@ -222,6 +234,17 @@ def main() -> None:
             f"| {name} | {version_of(exe)} | `{envtext + ' ' if envtext else ''}python faults.py "
             f"{' '.join(fargs)}` | {what} |"
         )
+
+    for name, prefix, program, what in EXTRA_RUNS:
+        exe = interpreter(prefix)
+        if exe is None:
+            print(f"skip {name}: no python {prefix} under {PYENV}", file=sys.stderr)
+            continue
+        with open(out / name, "wb") as fh:
+            subprocess.run(
+                [str(exe), program], cwd=WORKDIR, stdout=fh, stderr=subprocess.STDOUT, check=True, timeout=120
+            )
+        prov.append(f"| {name} | {version_of(exe)} | `python {program}` | {what} |")
 
     pyver = version_of(sys.executable)
     bin_dir = Path(sys.executable).parent

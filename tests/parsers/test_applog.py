@@ -68,6 +68,7 @@ EXPECTED = {
         0,
         {"asyncio.task_destroyed": 1, "loop.poll_slow": 1, "loop.slow_callback": 6},
     ),
+    "py311_accept_emfile.log": (96, 3, 0, 0, {"os.too_many_open_files": 3}),
     "py310_asctime_dash.log": (
         100,
         11,
@@ -430,6 +431,19 @@ def test_exception_handler_records():
     assert never[2]["entity"] == "coro:fails@/tmp/stallscope-applog/app/faults.py:78"
     timeout = events.filter(pl.col("kind") == "db.timeout").row(0, named=True)
     assert attrs(timeout)["exception_type"] == "TimeoutError"
+
+
+def test_accept_out_of_files_names_the_listening_endpoint():
+    events = parse_file(APPLOGS / "py311_accept_emfile.log").events
+    port = re.search(r"listening on 127\.0\.0\.1:(\d+)", (APPLOGS / "py311_accept_emfile.log").read_text()).group(1)
+    assert events.height == 3
+    for row in events.to_dicts():
+        assert row["kind"] == "os.too_many_open_files" and row["entity"] == f"endpoint:127.0.0.1:{port}"
+        assert attrs(row)["exception_message"] == "[Errno 24] Too many open files"
+        assert attrs(row)["process"] == "proc:asyncio"
+    # an EMFILE from open() names no listener: the process stays the entity
+    other = parse_file(APPLOGS / "py311_asctime_db.log").events.filter(pl.col("kind") == "os.too_many_open_files")
+    assert other.get_column("entity").to_list() == ["proc:shop.worker"]
 
 
 def test_uvicorn_access_lines_and_colours():
