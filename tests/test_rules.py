@@ -275,6 +275,14 @@ def test_kernel_limit_reports_too_many_open_files():
     [f] = by_key(timeline(events=evs), "kernel_limit")
     assert f["entities"] == ["pid:300"] and f["severity"] == "high"
     assert f["title"] == "Hit too many open files (3 messages, pid:300)."
+    accept = [event("os.too_many_open_files", 61 + i / 10, entity="endpoint:127.0.0.1:8000",
+                    message="socket.accept() out of system resource (OSError: [Errno 24] Too many open files)")
+              for i in range(40)]
+    [g] = by_key(timeline(events=accept), "kernel_limit")
+    assert g["entities"] == ["endpoint:127.0.0.1:8000"]
+    assert g["title"] == ("Hit too many open files (40 messages: the server could not accept connections on "
+                          "127.0.0.1:8000).")
+    assert f["title"] == "Hit too many open files (3 messages, pid:300)."
     assert "LimitNOFILE" in f["recommendations"][0]
 
 

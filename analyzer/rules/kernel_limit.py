@@ -20,7 +20,8 @@ def find(ctx: Context) -> list[Candidate]:
         out.append(Candidate(seg["start"], seg["end"], "high", 0.9, "the limit was reported verbatim",
                              [entity], evidence,
                              {"limit": NAMES[seg["metric"]], "kind": seg["metric"], "count": seg["samples"],
-                              "entity": entity}))
+                              "entity": entity,
+                              "listener": entity.removeprefix("endpoint:") if entity.startswith("endpoint:") else None}))
     return out
 
 
@@ -28,7 +29,9 @@ RULE = Rule(
     key="kernel_limit",
     triggers=KINDS,
     explains=("connection_resets", "syn_backlog_overflow", "db_pool_exhaustion"),
-    title="Hit {{ limit }} ({{ count }} message{{ 's' if count != 1 }}, {{ entity }}).",
+    title=("Hit {{ limit }} ({{ count }} message{{ 's' if count != 1 }}"
+           "{% if listener %}: the server could not accept connections on {{ listener }}{% else %}, {{ entity }}"
+           "{% endif %}).{% if upstream %} It happened while {{ upstream|human }} was under way.{% endif %}"),
     recommendations=(
         "{% if kind == 'kernel.conntrack_full' %}Raise net.netfilter.nf_conntrack_max or exempt the traffic "
         "from tracking (NOTRACK).{% elif kind == 'os.too_many_open_files' %}Raise the open-files limit "
