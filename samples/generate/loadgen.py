@@ -1,7 +1,7 @@
 """Bounded load generator for service.py, with scheduled fault traffic.
 
 Steady mix at --rate requests/s over loopback for --duration seconds; fault traffic
-(`blocking`, `slow_query`, `threads`, `resets`) runs at the offsets given in --schedule.
+(`blocking`, `slow_query`, `threads`, `resets`, `pool`, `backlog`, `fdlimit`) runs at the offsets given in --schedule.
 Writes the real start/end (UTC epoch seconds) of every fault it drove to --out.
 """
 
@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import random
+import resource
 import socket
 import struct
 import time
@@ -22,12 +23,14 @@ STEADY_MIX = [  # (weight, kind)
     (0.22, "search"),
     (0.08, "health"),
     (0.08, "thumbnail"),
-    (0.05, "export"),
+    (0.04, "export"),
     (0.02, "report"),
+    (0.01, "checkout"),
 ]
 # Clients behind the namespace link page through the catalogue (large responses).
 REMOTE_MIX = [(1.0, "listing")]
 N_ROWS = 1_500_000
+ALL_TIME_MINUTES = 60 * 24 * 365 * 5
 REPORT_TERMS = [f"{a}{b}" for a in "0123456789abcdef" for b in "0123456789abcdef"]
 
 
@@ -60,8 +63,15 @@ async def one_request(client: httpx.AsyncClient, rng: random.Random, kind: str, 
         elif kind == "export":
             rows = kw.get("rows", rng.randint(50, 300))
             r = await client.post("/api/export", json={"from": rng.randint(1, N_ROWS - 600), "rows": rows})
-        elif kind == "report":
-            r = await client.get("/api/report", params={"q": rng.choice(REPORT_TERMS)})
+        elif kind == "report":  # the dashboard's window: the last 15 minutes unless asked otherwise
+            params = {"q": rng.choice(REPORT_TERMS), "minutes": kw.get("minutes", 15)}
+            r = await client.get("/api/report", params=params)
+        elif kind == "checkout":
+            body = {
+                "item": rng.randint(1, N_ROWS),
+                "provider_delay": round(kw.get("delay", rng.uniform(0.05, 0.2)), 3),
+            }
+            r = await client.post("/api/checkout", json=body)
         else:
             raise ValueError(kind)
         if r.status_code < 500:
@@ -109,18 +119,19 @@ async def fault_blocking(client, rng, duration, stats) -> dict:
 
 
 async def fault_slow_query(client, rng, duration, stats, workers=8) -> dict:
-    """Several callers refresh the unindexed report at once."""
+    """Several callers ask for the "all time" report at once: the same statement as the
+    dashboard's, but over the whole table (no index on `note`)."""
     end = time.time() + duration
     count = 0
 
     async def worker():
         nonlocal count
         while time.time() < end:
-            await one_request(client, rng, "report", stats)
+            await one_request(client, rng, "report", stats, minutes=ALL_TIME_MINUTES)
             count += 1
 
     await asyncio.gather(*(worker() for _ in range(workers)))
-    return {"requests": count, "concurrency": workers}
+    return {"requests": count, "concurrency": workers, "minutes": ALL_TIME_MINUTES}
 
 
 async def fault_threads(client, rng, duration, stats, rate=25.0) -> dict:
@@ -158,7 +169,77 @@ async def fault_resets(host, port, rng, duration, rate=30.0) -> dict:
     return {"connections_reset": count, "rate": rate}
 
 
-async def run_fault(name, offset, duration, t0, client, rng, stats, host, port, results) -> None:
+async def fault_pool(client, rng, duration, stats, rate=4.0) -> dict:
+    """Checkouts while the payment provider answers in 3-4 s: each holds a pooled connection
+    (in a transaction) for that long, so the 10-connection pool runs dry and other requests
+    time out waiting for a connection."""
+    end = time.time() + duration
+    tasks = []
+    while time.time() < end:
+        delay = rng.uniform(3.0, 4.0)
+        tasks.append(asyncio.create_task(one_request(client, rng, "checkout", stats, delay=delay)))
+        await asyncio.sleep(1.0 / rate)
+    await asyncio.gather(*tasks)
+    return {"requests": len(tasks), "rate": rate, "provider_delay_s": [3.0, 4.0]}
+
+
+async def _short_request(host, port) -> bool:
+    """One fresh connection: GET /health with Connection: close."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 15)
+        writer.write(f"GET /health HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        await asyncio.wait_for(reader.read(), 15)
+        writer.close()
+        return True
+    except (OSError, asyncio.TimeoutError):
+        return False
+
+
+async def fault_backlog(host, port, rng, duration, burst=150, every=2.0) -> dict:
+    """Reconnect storms: every `every` seconds `burst` clients open a fresh connection at the
+    same moment (as after a load-balancer failover); the small listen backlog overflows and
+    the kernel drops their SYNs, which the clients retransmit."""
+    end = time.time() + duration
+    tasks = []
+    while time.time() < end:
+        tasks += [asyncio.create_task(_short_request(host, port)) for _ in range(burst)]
+        await asyncio.sleep(every)
+    done = await asyncio.gather(*tasks)
+    return {"connections": len(tasks), "burst": burst, "every_s": every, "completed": sum(done)}
+
+
+async def fault_fdlimit(host, port, rng, duration, idle=1100) -> dict:
+    """A proxy's connection pool warming up: `idle` connections opened over a few seconds
+    and held open without a request, more than the service's open-files limit allows; its
+    accept() fails with EMFILE while they are held."""
+    end = time.time() + duration
+    writers = []
+
+    async def hold():
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port), max(1.0, end - time.time())
+            )
+            writers.append(writer)
+        except (OSError, asyncio.TimeoutError):
+            pass
+
+    tasks = []
+    for _ in range(idle):
+        tasks.append(asyncio.create_task(hold()))
+        await asyncio.sleep(rng.uniform(0.0, 0.01))
+    await asyncio.sleep(max(0.0, end - time.time()))
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    held = len(writers)
+    for w in writers:
+        w.close()
+    return {"idle_connections": held, "attempted": idle}
+
+
+async def run_fault(name, offset, duration, t0, client, rng, stats, host, port, results, params) -> None:
     await asyncio.sleep(max(0.0, t0 + offset - time.time()))
     start = time.time()
     if name == "blocking":
@@ -169,6 +250,12 @@ async def run_fault(name, offset, duration, t0, client, rng, stats, host, port, 
         info = await fault_threads(client, rng, duration, stats)
     elif name == "resets":
         info = await fault_resets(host, port, rng, duration)
+    elif name == "pool":
+        info = await fault_pool(client, rng, duration, stats)
+    elif name == "backlog":
+        info = await fault_backlog(host, port, rng, duration, **params)
+    elif name == "fdlimit":
+        info = await fault_fdlimit(host, port, rng, duration, **params)
     else:
         raise ValueError(name)
     results.append({"name": name, "start": start, "end": time.time(), **info})
@@ -204,6 +291,7 @@ async def main_async(args) -> None:
                 args.host,
                 args.port,
                 results,
+                f.get("params", {}),
             )
             for f in schedule
         ]
@@ -226,6 +314,8 @@ async def main_async(args) -> None:
 
 
 def main() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))  # fault clients
     p = argparse.ArgumentParser()
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)

@@ -32,7 +32,7 @@ import threading
 import time
 import urllib.request
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"
 HERE = os.path.dirname(os.path.abspath(__file__))
 APT_PACKAGES = {
     "psql": "postgresql",
@@ -53,8 +53,21 @@ FAULTS = {
     "threads": ("thread_exhaustion", 20, 12),
     "resets": ("connection_resets", 10, 1),
     "netloss": ("network_retransmissions", 20, 2),
+    "pool": ("db_pool_exhaustion", 12, 5),
+    "backlog": ("syn_backlog_overflow", 8, 8),
+    "fdlimit": ("kernel_limit", 10, 2),
 }
-DEFAULT_ORDER = ["blocking", "slow_query", "disk", "resets", "netloss", "threads"]
+DEFAULT_ORDER = [
+    "blocking",
+    "slow_query",
+    "disk",
+    "resets",
+    "netloss",
+    "threads",
+    "pool",
+    "backlog",
+    "fdlimit",
+]
 # The namespace link for `netloss`: private addresses on a veth pair created (and removed) here.
 NET_HOST_IP, NET_PEER_IP, NET_PREFIX = "10.213.0.1", "10.213.0.2", 30
 # A tight token bucket on the server->client side of the link: bursts overflow it and drop.
@@ -316,6 +329,7 @@ def load_data(pg: Postgres, rows: int, seed: int) -> None:
         "round((random() * 1000)::numeric, 2), now() - make_interval(secs => i), "
         f"md5(i::text) || md5((i * 7)::text) FROM generate_series(1, {rows}) AS i;"
         "CREATE INDEX items_category_price ON items (category, price);"
+        "CREATE INDEX items_created_at ON items (created_at);"
     )
     pg.sql("VACUUM ANALYZE items")
     # Warm the cache once so that the report's cost is CPU, not a first cold read.
@@ -421,13 +435,33 @@ def disk_burst(work: str, duration: float, env: dict) -> str:
     )
 
 
-def build_schedule(order: list[str], warmup: float, gap: float) -> tuple[list[dict], float]:
+def build_schedule(
+    order: list[str], warmup: float, gap: float, params: dict | None = None
+) -> tuple[list[dict], float]:
     schedule, t = [], warmup
     for name in order:
         _, duration, linger = FAULTS[name]
-        schedule.append({"name": name, "offset": t, "duration": duration})
+        entry = {"name": name, "offset": t, "duration": duration}
+        if params and params.get(name):
+            entry["params"] = params[name]
+        schedule.append(entry)
         t += duration + linger + gap
     return schedule, t
+
+
+def fault_params(args) -> dict:
+    """Fault traffic sized to the service's limits: a reconnect storm several times the listen
+    backlog, and idle connections beyond the open-files limit."""
+    params = {}
+    if "backlog" in args.fault_order:
+        if args.backlog > 256:
+            raise SystemExit("the backlog fault needs a small listen backlog (--backlog <= 256, e.g. 16)")
+        params["backlog"] = {"burst": max(100, args.backlog * 10)}
+    if "fdlimit" in args.fault_order:
+        if not args.nofile:
+            raise SystemExit("the fdlimit fault needs the service's open-files limit (--nofile N)")
+        params["fdlimit"] = {"idle": args.nofile + 100}
+    return params
 
 
 def wait_http(url: str, timeout: float = 30.0) -> None:
@@ -514,6 +548,25 @@ def expected_faults(
                 "initiator": "client",
                 "connections_reset": w.get("connections_reset"),
             }
+        elif name == "pool":
+            entry["root"] = {
+                "pool": "shop",  # the database whose connections the app's pool holds
+                "app_pool": "shop-main",
+                "http": "POST /api/checkout",
+                "holder": "idle in transaction (payment provider awaited inside the transaction)",
+            }
+        elif name == "backlog":
+            entry["root"] = {
+                "flow_server": f"endpoint:127.0.0.1:{app['port']}",
+                "backlog": app["backlog"],
+            }
+        elif name == "fdlimit":
+            entry["root"] = {
+                "flow_server": f"endpoint:127.0.0.1:{app['port']}",
+                "pid": app["pid"],
+                "limit": f"RLIMIT_NOFILE {app['nofile']}",
+                "app_log_message": "socket.accept() out of system resource ([Errno 24] Too many open files)",
+            }
         elif name == "netloss":
             entry["root"] = {
                 "flow_server": f"endpoint:{NET_HOST_IP}:{app['port']}",
@@ -584,10 +637,12 @@ def write_provenance(out: str, args, argv: list[str], meta: dict, cmds: dict, sc
         f"- disk for the I/O burst: `{meta['disk_device']}`",
         f"- everything started by the generator ran at nice {meta['nice']}, the service under "
         f"{meta['service_sched']} (the machine was shared with other work)",
-        f"- table `items`: {meta['rows']} rows; index on (category, price); `note` is not indexed",
+        f"- table `items`: {meta['rows']} rows; indexes on (category, price) and (created_at); `note` is not "
+        "indexed (the report is cheap over its default 15-minute window, a full scan over all time)",
         f"- service: pid {meta['app_pid']} on 127.0.0.1:{meta['ports']['app']}, asyncio debug on, "
         f"slow_callback_duration=0.1, asyncpg pool '{meta['pool']['name']}' max_size={meta['pool']['max_size']}, "
-        f"ThreadPoolExecutor(max_workers={meta['executor_max_workers']})",
+        f"ThreadPoolExecutor(max_workers={meta['executor_max_workers']}), listen backlog {meta['backlog']}, "
+        f"open-files limit {meta['nofile']}, pool acquire timeout 2 s",
         f"- load: ~{args.rate} req/s steady mix; requests sent {meta['load']['sent']}, ok {meta['load']['ok']}, "
         f"failed {meta['load']['failed']}",
         "",
@@ -656,6 +711,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--pg-port", type=int, default=54329)
     p.add_argument("--app-port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=128, help="thumbnail ThreadPoolExecutor max_workers")
+    p.add_argument(
+        "--backlog", type=int, default=2048, help="the service's listen backlog (uvicorn's default)"
+    )
+    p.add_argument(
+        "--nofile", type=int, default=0, help="the service's open-files limit (ulimit -n; 0: inherit)"
+    )
     p.add_argument("--tz", help="TZ for the service and collectors (default: the host's zone)")
     p.add_argument(
         "--nice",
@@ -673,6 +734,11 @@ def main(argv: list[str]) -> int:
     )
     args = p.parse_args(argv)
     args.fault_order = parse_faults(args.faults)
+    if "backlog" in args.fault_order and args.backlog == p.get_default("backlog"):
+        args.backlog = 16  # a misconfigured listen backlog is what the storm overflows
+    if "fdlimit" in args.fault_order and not args.nofile:
+        args.nofile = 1024  # the usual soft `ulimit -n`
+    fault_params(args)  # refuse impossible combinations before starting anything
     if os.geteuid() != 0:
         raise SystemExit("run as root (initdb via runuser, tcpdump, iostat on the host disk)")
 
@@ -748,7 +814,11 @@ def main(argv: list[str]) -> int:
             str(args.workers),
             "--pool-max",
             "10",
+            "--backlog",
+            str(args.backlog),
         ]
+        if args.nofile:
+            app_cmd += ["--nofile", str(args.nofile)]
         if link:
             app_cmd += ["--extra-host", NET_HOST_IP]
         if args.service_rr > 0:
@@ -766,7 +836,7 @@ def main(argv: list[str]) -> int:
         cmds.update(start_process_collectors(procs, app_proc.pid, out, env))
         log(f"service pid {app_proc.pid} up; collectors running")
 
-        schedule, end_offset = build_schedule(args.fault_order, args.warmup, args.gap)
+        schedule, end_offset = build_schedule(args.fault_order, args.warmup, args.gap, fault_params(args))
         duration = args.duration or (
             end_offset - args.gap + args.tail if schedule else args.warmup + args.tail
         )
@@ -920,10 +990,13 @@ def main(argv: list[str]) -> int:
             "executor_max_workers": args.workers,
             "rows": args.rows,
             "rate": args.rate,
+            "backlog": args.backlog,
+            "nofile": args.nofile or out_of(["bash", "-c", "ulimit -n"]),
             "load": {k: results[k] for k in ("sent", "ok", "failed")},
             "schedule": schedule,
         }
-        app = {"pid": app_proc.pid, "port": args.app_port, "workers": args.workers}
+        app = {"pid": app_proc.pid, "port": args.app_port, "workers": args.workers, "backlog": args.backlog,
+               "nofile": args.nofile}  # fmt: skip
         faults = expected_faults(results, host_windows, pg, app, device, out)
         with open(os.path.join(out, "expected.json"), "w") as fh:
             json.dump({"faults": faults, "meta": meta}, fh, indent=2)
