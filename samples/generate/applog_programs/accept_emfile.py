@@ -8,7 +8,6 @@ A client process opens more connections than the limit allows and holds them for
 import asyncio
 import logging
 import resource
-import subprocess
 import sys
 
 logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
