@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import fnmatch
 import json
@@ -137,6 +138,7 @@ def _parse_bundle(bundle: Bundle, inputs: list[str], opts: LoadOptions,
     tables: dict[str, list[pl.DataFrame]] = {}
     diags: list[Diagnostic] = list(bundle.diagnostics)
     singles = pgss_files.SingleSnapshots()
+    deferred: list[tuple[_Planned, Any, ParseContext, ParseResult]] = []
     total = len(plans)
     for done, index in enumerate(order):
         plan = plans[index]
@@ -161,6 +163,11 @@ def _parse_bundle(bundle: Bundle, inputs: list[str], opts: LoadOptions,
             result.accounting.note("bomb_refused" if "ratio" in refusal else "truncated_input",
                                    f"stopped reading: {refusal}", level="error")
             result.hints["failed"] = True
+        if result.hints.get("untimed_reports") and ctx.interval_s is None and not refusal:
+            # no per-report times and no --interval: try again once every other file is read,
+            # with the sampling interval of a neighbouring collector
+            deferred.append((plan, decision, ctx, result))
+            continue
         if plan.parser.NAME == "host_facts":
             rank = int(result.hints.get("tz_rank", 0))
             if result.hints.get("tz") and rank > bundle_tz_rank:
@@ -177,6 +184,16 @@ def _parse_bundle(bundle: Bundle, inputs: list[str], opts: LoadOptions,
             if table is not None and offset and "snapshot_time" in table.columns:
                 table = table.with_columns(pl.col("snapshot_time") + dt.timedelta(seconds=offset))
             singles.offer(member.name, result.host or "", result.metrics.height, table)
+    for plan, decision, ctx, result in deferred:
+        interval, origin = neighbour_interval(metrics)
+        if interval is not None:
+            with plan.member.open(bundle.budget) as fh:
+                result = registry.run(plan.parser, fh, dataclasses.replace(ctx, interval_s=interval))
+            result.accounting.note("interval_inferred", f"{plan.member.name} prints no time per report and no "
+                                   f"--interval was given: {interval:g} s, the sampling interval of {origin}, was "
+                                   "used (give --interval to override)", level="warning")
+        rows.append(_finish(result, plan.member, plan, decision, policy, metrics, events, entities, tables))
+        diags.extend(result.accounting.all_diagnostics())
     if progress:
         progress("", total, total)
     more_metrics, more_events, more_diags = singles.combine()
@@ -207,6 +224,29 @@ def _parse_bundle(bundle: Bundle, inputs: list[str], opts: LoadOptions,
     if opts.since is not None or opts.until is not None:
         tl = tl.slice(opts.since, opts.until)
     return tl
+
+
+# collectors that sample at a fixed interval, whose interval a sibling without times likely shares
+INTERVAL_SOURCES = ("iostat", "pidstat")
+
+
+def neighbour_interval(metrics: list[pl.DataFrame]) -> tuple[float | None, str]:
+    """The sampling interval of the timed sysstat source with the most samples: the median gap
+    between its distinct sample times, rounded to whole seconds (sysstat takes whole seconds)."""
+    best: tuple[int, float, str] | None = None
+    for frame in metrics:
+        if frame.height == 0 or frame.get_column("source")[0] not in INTERVAL_SOURCES:
+            continue
+        times = frame.get_column("ts").unique().sort()
+        if times.len() < 3:
+            continue
+        gap = times.diff().drop_nulls().dt.total_microseconds().median()
+        if gap is None or gap < 500_000:
+            continue
+        candidate = (times.len(), float(round(gap / 1e6)), str(frame.get_column("file")[0]))
+        if best is None or candidate[0] > best[0]:
+            best = candidate
+    return (best[1], best[2]) if best else (None, "")
 
 
 def _finish(result: ParseResult, member: Member, plan: _Planned, decision: Any, policy: TimePolicy,
