@@ -151,6 +151,7 @@ class TextEngine:
         self.stamp_form = ""
         self.roller: DayRoller | None = None
         self.frames: list[pl.DataFrame] = []
+        self.entity_names: set[str] = set()  # every entity of the frames
         self.human = False
         self.pretty = False
         self.since_boot_lines = 0
@@ -523,6 +524,7 @@ class TextEngine:
         acct.parsed(timed)
         keep = frame.filter(~pl.col("boot") & ~pl.col("badts"))
         if keep.height:
+            self.entity_names.update(keep.get_column("entity").unique().to_list())
             self.frames.append(keep.with_columns((pl.col("i").cast(pl.Int64) + first_line).alias("line"))
                                .select("line", pl.col("ts").cast(pl.Datetime("ns")), pl.col("rep").cast(pl.Int32),
                                        "entity", "metric", pl.col("value").cast(pl.Float64)))

@@ -43,30 +43,35 @@ PIECE_BYTES = 512 << 10  # a batch the fast path declines is retried in pieces o
 STAMPS_TO_DECIDE = 21  # the general engine decides the date order from the first 20 time lines
 _CUT_RE = re.compile(rb"\n\n(?=avg-cpu:|Device|Linux )")  # safe cuts: no wrapped row spans them
 _STAMP_START_RE = re.compile(rb"(?m)^[0-9]")
-_WS, _TAB, _NL, _COMMA, _DOT = 32, 9, 10, 44, 46
+_WS, _TAB, _NL, _CR, _ESC, _COMMA, _DOT = 32, 9, 10, 13, 27, 44, 46
 _BOOT_MESSAGE = ("first report after the 'Linux' header holds averages since boot (iostat without "
                  "-y), not an interval sample")
 _UNTIMED_MESSAGE = ("iostat without -t prints no per-report time: pass --interval GLOB=SECONDS "
                     "(and keep the file's modification time) to place these reports")
 
 
-def feed(eng: TextEngine, first_line: int, block: bytes, *, primed: bool) -> None:
-    """Feed one batch (whole lines) to ``eng``: fast where regular, general elsewhere.
-    ``primed`` is False for the first batch: a prefix goes through the general engine so
-    that it decides what starts a report and the time format exactly as it always does."""
-    if not primed and len(block) > PRIME_BYTES:
-        cut = _prime_cut(block)
-        if cut is None:
-            eng.feed(first_line, block.decode("utf-8", "replace"))
+def feed(eng: TextEngine, first_line: int, block: bytes | np.ndarray, *, primed: bool,
+         ends: np.ndarray | None = None) -> None:
+    """Feed one batch (whole lines; bytes, or a uint8 array with its newline positions) to
+    ``eng``: fast where regular, general elsewhere. ``primed`` is False for the first batch:
+    a prefix goes through the general engine so that it decides what starts a report and the
+    time format exactly as it always does."""
+    if not primed:
+        data = block if isinstance(block, bytes) else block.tobytes()
+        if len(data) <= PRIME_BYTES:
+            eng.feed(first_line, data.decode("utf-8", "replace"))
             return
-        eng.feed(first_line, block[:cut].decode("utf-8", "replace"))
-        first_line += block.count(b"\n", 0, cut)
-        block = block[cut:]
-    elif not primed:
-        eng.feed(first_line, block.decode("utf-8", "replace"))
+        cut = _prime_cut(data)
+        if cut is None:
+            eng.feed(first_line, data.decode("utf-8", "replace"))
+            return
+        eng.feed(first_line, data[:cut].decode("utf-8", "replace"))
+        first_line += data.count(b"\n", 0, cut)
+        block, ends = data[cut:], None
+    if try_fast(eng, first_line, block, ends):
         return
-    if try_fast(eng, first_line, block):
-        return
+    if not isinstance(block, bytes):
+        block = block.tobytes()
     if len(block) <= 2 * PIECE_BYTES:
         eng.feed(first_line, block.decode("utf-8", "replace"))
         return
@@ -107,23 +112,34 @@ class _Decline(Exception):
     """The batch is not regular: leave it to the general engine."""
 
 
-def try_fast(eng: TextEngine, first_line: int, block: bytes) -> bool:
+def try_fast(eng: TextEngine, first_line: int, block: bytes | np.ndarray, ends: np.ndarray | None = None) -> bool:
     """Parse ``block`` on the fast path; False (and nothing changed) if it is not regular."""
-    if not block or eng.marker is None or b"\r" in block or b"\x1b" in block:
+    if not len(block) or eng.marker is None:
         return False
+    if isinstance(block, bytes):
+        if b"\r" in block or b"\x1b" in block:
+            return False
+        arr, tabs, ends = np.frombuffer(block, np.uint8), b"\t" in block, None
+    else:
+        arr = block
+        tabs = False
+        if ends is None or np.count_nonzero(arr < _WS) != len(ends):  # control bytes besides newlines
+            if (arr == _CR).any() or (arr == _ESC).any():
+                return False
+            tabs = bool((arr == _TAB).any())
+    if arr[-1] != _NL:
+        arr, ends = np.append(arr, np.uint8(_NL)), None  # the unterminated last line (counted the same)
+    if ends is None:
+        ends = np.flatnonzero(arr == _NL)
     try:
-        plan = _plan(eng, block)
+        plan = _plan(eng, arr, ends, tabs)
     except (_Decline, pl.exceptions.PolarsError, pa.ArrowException):
         return False
     _commit(eng, first_line, plan)
     return True
 
 
-def _plan(eng: TextEngine, block: bytes) -> dict:
-    if not block.endswith(b"\n"):
-        block += b"\n"  # the unterminated last line (the general engine counts it the same)
-    arr = np.frombuffer(block, np.uint8)
-    ends = np.flatnonzero(arr == _NL)
+def _plan(eng: TextEngine, arr: np.ndarray, ends: np.ndarray, tabs: bool) -> dict:
     n = len(ends)
     starts = np.empty(n, np.int64)
     starts[0] = 0
@@ -135,7 +151,7 @@ def _plan(eng: TextEngine, block: bytes) -> dict:
     else:
         head = np.zeros(n, np.uint64)
     for i in np.flatnonzero(starts > len(arr) - 8):
-        head[i] = int.from_bytes(block[starts[i]:].ljust(8, b"\0"), "little")
+        head[i] = int.from_bytes(arr[starts[i]:].tobytes().ljust(8, b"\0"), "little")
 
     def prefix(p: bytes) -> np.ndarray:  # no prefix holds a newline or NUL: no length check needed
         mask = int.from_bytes(b"\xff" * len(p) + bytes(8 - len(p)), "little")
@@ -245,14 +261,20 @@ def _plan(eng: TextEngine, block: bytes) -> dict:
             else:
                 carry_ns = pl.Series([eng.ts_carry], dtype=pl.Datetime("us")).cast(pl.Datetime("ns"))
                 row_ts = np.where(last_stamp >= 0, row_ts, carry_ns.to_physical()[0])
-    # value rows
+    # value rows: each kind's lines gathered into one contiguous block by arrow (a copy: the
+    # batch's buffer is reused by the reader)
+    offsets = np.empty(n + 1, np.int64)
+    offsets[0] = 0
+    offsets[1:] = ends + 1
+    lines = pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(arr)])
     tables = []
     for lay, mask in ((cpu_lay, cpu_row), (dev_lay, dev_row)):
         if not mask.any():
             continue
         assert lay is not None
-        values, names = _table(arr, lens, mask, lay)
-        tables.append((lay, np.flatnonzero(mask), values, names))
+        rows = np.flatnonzero(mask)
+        values, names = _table(lines.take(pa.array(rows)), lay, tabs)
+        tables.append((lay, rows, values, names))
     return {"n": n, "blank": int(blank.sum()), "linux": heads, "stamp": stamp, "cpu_hdr": cpu_hdr,
             "dev_hdr": dev_hdr, "rep": rep, "hrep": hrep, "boot": boot, "row_ts": row_ts, "timed": timed,
             "ts_last": None if ts_values is None else int(ts_values[-1]), "tables": tables,
@@ -311,40 +333,44 @@ def _last_kind(blank, linux, cpu_hdr, dev_hdr, stamp) -> int:
     return DATA
 
 
-def _table(arr: np.ndarray, lens: np.ndarray, mask: np.ndarray,
-           lay: Layout) -> tuple[list[pl.Series], pl.Series | None]:
-    """The value rows in ``mask`` → (one Float64 series per mapped column, device names or None)."""
-    sub = arr[np.repeat(mask, lens + 1)]  # the rows' bytes, newlines included
-    tabs = (sub == _TAB).any()
+def _table(rows: pa.LargeBinaryArray, lay: Layout, tabs: bool) -> tuple[list[pl.Series], pl.Series | None]:
+    """Value rows (each with its newline) → (one Float64 series per mapped column, device names
+    or None)."""
+    offsets = np.frombuffer(rows.buffers()[1], np.int64)[rows.offset:rows.offset + len(rows) + 1]  # type: ignore[arg-type]
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    data = pl.Series(np.frombuffer(rows.buffers()[2], np.uint8, count=hi - lo, offset=lo))  # type: ignore[arg-type]
     if tabs:
-        sub[sub == _TAB] = _WS
-    ws = sub == _WS
-    keep = np.empty(len(sub), bool)
-    keep[0] = True
-    np.logical_not(ws[1:] & ws[:-1], out=keep[1:])
-    sub = sub[keep]  # whitespace runs → one space (cpu rows keep one leading space: an empty cell)
+        data = data.replace(_TAB, _WS)
+    ws = data == _WS  # whitespace runs → one space (cpu rows keep one leading space: an empty cell)
+    sub = data.filter(~(ws & ws.shift(1, fill_value=False))).to_numpy()
+    named = lay.kind == "dev"
+    # cells per row: as many as the header names (avg-cpu rows: and an empty one before them);
+    # fewer show as a null in the last column, which is always read: more show in the count
+    # of separators, as only the needed columns are parsed
+    width = lay.ncols if named else lay.ncols + 1
+    if np.count_nonzero(sub == _WS) != len(rows) * (width - 1):
+        raise _Decline
     commas = sub == _COMMA
     has_commas = bool(commas.any())
     if has_commas:  # decimal comma: the engine turns a cell's first ',' into '.' (two never parse)
+        sub = sub.copy()
         sub[commas] = _DOT
-    named = lay.kind == "dev"
-    schema = {f"c{j}": pl.Float64 for j in range(lay.ncols)}
-    if named:
-        schema["c0"] = pl.Utf8
-    else:  # value rows of avg-cpu start with whitespace: an empty first cell
-        schema = {"lead": pl.Utf8, **schema}
-    frame = pl.read_csv(sub.tobytes(), has_header=False, separator=" ", quote_char=None, schema=schema)
-    if not named:
-        if frame.get_column("lead").null_count() != frame.height:
-            raise _Decline
-        frame = frame.drop("lead")
-    if frame.height != int(mask.sum()) or any(frame.null_count().row(0)):
+    shift = 0 if named else 1
+    schema = {f"column_{i + 1}": pl.Float64 for i in range(width)}
+    schema["column_1"] = pl.Utf8  # the device name, or the empty cell before avg-cpu values
+    wanted = sorted({0, width - 1, *(j + shift for j, _m, _f in lay.columns)})
+    frame = pl.read_csv(sub.tobytes(), has_header=False, separator=" ", quote_char=None, schema=schema,
+                        columns=wanted)
+    if frame.height != len(rows) or any(frame.null_count().row(0)[1:]):
         raise _Decline
-    names = frame.get_column("c0").rechunk() if named else None
-    if names is not None and (names.str.contains(SUFFIX_PAT).any()
+    first = frame.get_column("column_1")
+    if not named and first.null_count() != frame.height:
+        raise _Decline
+    names = first.rechunk() if named else None
+    if names is not None and (names.null_count() or names.str.contains(SUFFIX_PAT).any()
                               or has_commas and names.str.contains(".", literal=True).any()):
         raise _Decline  # --human look-alike, or a name with a comma (now ambiguous)
-    return [frame.get_column(f"c{j}") for j, _m, _f in lay.columns], names
+    return [frame.get_column(f"column_{j + shift + 1}") for j, _m, _f in lay.columns], names
 
 
 def _commit(eng: TextEngine, first_line: int, plan: dict) -> None:
@@ -375,7 +401,12 @@ def _commit(eng: TextEngine, first_line: int, plan: dict) -> None:
             acct.skip("no_timestamp", first_line + int(rows[0]), None, _UNTIMED_MESSAGE, n=len(rows))
             continue
         acct.parsed(len(rows))
-        eng.frames.append(_long(lay, rows + first_line, rep[rows], None if row_ts is None else row_ts[rows],
+        eng.entity_names.update(["cpu:all"] if names is None else ("dev:" + names.unique()).to_list())
+        # report numbers are needed later only to place reports without times and to pair
+        # --pretty sub-tables (general engine rows); timed rows go without (4 bytes a row)
+        need_rep = not plan["timed"] or eng.pretty
+        eng.frames.append(_long(lay, rows + first_line, rep[rows] if need_rep else None,
+                                None if row_ts is None else row_ts[rows],
                                 values, names))
     # carried state, as the general engine leaves it
     eng.rep = int(rep[-1])
@@ -390,7 +421,7 @@ def _commit(eng: TextEngine, first_line: int, plan: dict) -> None:
     eng.last_kind = plan["last_kind"]
 
 
-def _long(lay: Layout, lines: np.ndarray, rep: np.ndarray, ts: np.ndarray | None, values: list[pl.Series],
+def _long(lay: Layout, lines: np.ndarray, rep: np.ndarray | None, ts: np.ndarray | None, values: list[pl.Series],
           names: pl.Series | None) -> pl.DataFrame:
     """Rows × columns → long metric rows, column after column (like an unpivot)."""
     metrics = [m for _j, m, _f in lay.columns]
@@ -405,16 +436,18 @@ def _long(lay: Layout, lines: np.ndarray, rep: np.ndarray, ts: np.ndarray | None
         values = [*values, pl.Series(derived)]
         metrics = [*metrics, "disk.await_ms"]
     m, k = len(lines), len(metrics)
-    row_of = np.tile(np.arange(m), k)
     if ts is None:
         ts_col = pl.repeat(None, m * k, dtype=pl.Datetime("ns"), eager=True)
     else:
-        ts_col = pl.Series(np.tile(ts, k), dtype=pl.Int64).cast(pl.Datetime("ns"))
-    return pl.DataFrame({
-        "line": np.tile(lines.astype(np.int64), k),
-        "ts": ts_col,
-        "rep": np.tile(rep.astype(np.int32), k),
-        "entity": pl.repeat("cpu:all", m * k, eager=True) if names is None else ("dev:" + names).gather(row_of),
-        "metric": pl.Series(metrics, dtype=pl.Utf8).gather(np.repeat(np.arange(k), m)),
-        "value": pl.concat(values, rechunk=True),
-    })
+        ts_col = pl.Series(np.tile(ts, k)).cast(pl.Datetime("ns"))
+    # string columns: copies of one series (entity) and a gather from the few names with
+    # UInt32 indices (numpy or Int64 indices take a much slower path)
+    if names is None:
+        entity = pl.repeat("cpu:all", m * k, eager=True)
+    else:
+        entity = pl.concat([("dev:" + names).alias("entity")] * k, rechunk=True)
+    metric = pl.Series(metrics, dtype=pl.Utf8).gather(pl.Series(np.repeat(np.arange(k, dtype=np.uint32), m)))
+    columns = {"line": np.tile(lines.astype(np.int64), k), "ts": ts_col}
+    if rep is not None:
+        columns["rep"] = np.tile(rep.astype(np.int32), k)
+    return pl.DataFrame({**columns, "entity": entity, "metric": metric, "value": pl.concat(values, rechunk=True)})

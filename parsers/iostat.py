@@ -30,9 +30,10 @@ import polars as pl
 
 from parsers import _sysstat as ss
 from parsers import _sysstat_iostat_fast as fast
+from parsers._sysstat_batches import iter_batches
 from parsers._sysstat_iostat import STAMP, TextEngine
 from parsers.base import Accounting, ParseContext, ParseResult, accounted_lines
-from parsers.lines import head_lines, iter_line_batches
+from parsers.lines import head_lines
 
 NAME = "iostat"
 DESCRIPTION = "sysstat iostat reports (text, every -x column set, -o JSON)"
@@ -75,24 +76,22 @@ def _parse_text(stream: BinaryIO, ctx: ParseContext) -> ParseResult:
     acct = Accounting(ctx.file)
     placeable = ctx.interval_s is not None and ctx.interval_s > 0 and ctx.file_mtime is not None
     engine = TextEngine(acct, timeless_ok=placeable)
-    total = 0
-    first, block = 1, b""
-    for first, block in iter_line_batches(stream, batch_bytes=BATCH_BYTES):
-        fast.feed(engine, first, block, primed=first > 1)
+    total = 0  # lines of the batches read so far
+    for first, block, ends in iter_batches(stream, BATCH_BYTES):
+        total = first - 1 + len(ends) + (0 if block[-1] == 10 else 1)  # an unterminated last line counts
+        fast.feed(engine, first, block, primed=first > 1, ends=ends)
+        del block  # a view into the reader's buffer, which the next batch overwrites
         if acct.should_abandon and acct.parsed_count == 0:
-            total = first - 1 + block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
             remaining = sum(1 for _ in stream)
             acct.total = total + remaining
             acct.abandon(total, remaining)
             break
     else:
-        total = first - 1 + block.count(b"\n") + (0 if not block or block.endswith(b"\n") else 1)
         acct.total = total
     if acct.total == 0:
         acct.total = total
-    metrics = pl.concat(engine.frames) if engine.frames else pl.DataFrame(
-        schema={"line": pl.Int64, "ts": pl.Datetime("ns"), "rep": pl.Int32, "entity": pl.Utf8,
-                "metric": pl.Utf8, "value": pl.Float64})
+    metrics = _concat(engine.frames)
+    engine.frames.clear()
     if engine.pretty:
         metrics = _pretty_await(metrics)
     result = ParseResult(metrics=pl.DataFrame(), events=pl.DataFrame(), accounting=acct)
@@ -106,8 +105,23 @@ def _parse_text(stream: BinaryIO, ctx: ParseContext) -> ParseResult:
                                     "entity", "metric", "value", "line")
     result.host = engine.header.host if engine.header else ""
     result.variant = _variant(engine, timeless)
-    result.entities = _entities(result.metrics)
+    result.entities = _entities(sorted(engine.entity_names) if result.metrics.height else [])
     return result
+
+
+def _concat(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """The engine's frames as one (no copy). Rows of timed reports may come without their report
+    number (the fast path leaves it out when nothing needs it): then it is dropped everywhere,
+    or, where something does need it (--pretty), null for those rows."""
+    if not frames:
+        return pl.DataFrame(schema={"line": pl.Int64, "ts": pl.Datetime("ns"), "rep": pl.Int32,
+                                    "entity": pl.Utf8, "metric": pl.Utf8, "value": pl.Float64})
+    with_rep = ["rep" in f.columns for f in frames]
+    if all(with_rep):
+        return pl.concat(frames)
+    if not any(with_rep):
+        return pl.concat(frames).with_columns(pl.lit(None, pl.Int32).alias("rep"))
+    return pl.concat(frames, how="diagonal")
 
 
 def _pretty_await(metrics: pl.DataFrame) -> pl.DataFrame:
@@ -116,7 +130,7 @@ def _pretty_await(metrics: pl.DataFrame) -> pl.DataFrame:
     need = ["disk.r_per_s", "disk.w_per_s", "disk.r_await_ms", "disk.w_await_ms"]
     if metrics.filter(pl.col("metric") == "disk.await_ms").height:
         return metrics
-    parts = metrics.filter(pl.col("metric").is_in(need))
+    parts = metrics.filter(pl.col("metric").is_in(need) & pl.col("rep").is_not_null())
     if parts.height == 0:
         return metrics
     wide = parts.pivot(on="metric", index=["rep", "entity"], values="value", aggregate_function="first")
@@ -176,8 +190,7 @@ def _variant(engine: TextEngine, timeless: bool) -> str:
     return "; ".join(parts)
 
 
-def _entities(metrics: pl.DataFrame) -> pl.DataFrame:
-    ents = metrics.get_column("entity").unique().sort().to_list() if metrics.height else []
+def _entities(ents: list[str]) -> pl.DataFrame:
     return pl.DataFrame({"entity": ents, "label": [e.split(":", 1)[1] for e in ents],
                          "attrs": [json.dumps({"kind": "device" if e.startswith("dev:") else "cpu"})
                                    for e in ents]}, schema={"entity": pl.Utf8, "label": pl.Utf8, "attrs": pl.Utf8})
@@ -353,7 +366,7 @@ def _json_result(rows: list, stamps: dict[int, str], n_reports: int, host: str, 
     result.metrics = frame.select(pl.col("ts").cast(pl.Datetime("ns", frame.schema["ts"].time_zone)),  # type: ignore[union-attr]
                                   "entity", "metric", "value", "line")
     result.variant = f"iostat -o JSON; {form}"
-    result.entities = _entities(result.metrics)
+    result.entities = _entities(result.metrics.get_column("entity").unique().sort().to_list())
     return result
 
 

@@ -62,19 +62,22 @@ def run(target_mb: int = 100) -> dict:
         wc = subprocess.run(["wc", "-l", str(path)], capture_output=True, text=True, check=True)
         wc_s = time.perf_counter() - t0
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        t0 = time.perf_counter()
+        load = os.getloadavg()[0]
+        t0, c0 = time.perf_counter(), time.process_time()
         with path.open("rb") as fh:
             result = pidstat.parse(fh, ctx=ParseContext(file=path.name))
-        parse_s = time.perf_counter() - t0
+        parse_s, parse_cpu = time.perf_counter() - t0, time.process_time() - c0
         rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         acct = result.accounting
         mb = size / 2 ** 20
         out = {"size_mb": mb, "lines": int(wc.stdout.split()[0]), "records_total": acct.total,
                "metric_rows": result.metrics.height, "parse_mb_s": mb / parse_s, "wc_mb_s": mb / wc_s,
+               "parse_cpu_s": parse_cpu, "parse_mb_cpu_s": mb / parse_cpu, "load": load,
                "peak_rss_mb": rss_after / 1024, "rss_before_mb": rss_before / 1024,
                "metrics_frame_mb": result.metrics.estimated_size() / 2 ** 20, "skipped": dict(acct.skipped)}
-        print(f"pidstat -h -t {mb:.0f} MB, {out['lines']} lines: parse {parse_s:.2f} s = {out['parse_mb_s']:.1f} "
-              f"MB/s; wc -l {wc_s:.2f} s = {out['wc_mb_s']:.0f} MB/s; peak RSS {out['peak_rss_mb']:.0f} MB "
+        print(f"pidstat -h -t {mb:.0f} MB, {out['lines']} lines (load average {load:.1f} on {os.cpu_count()} "
+              f"cores): parse {parse_s:.2f} s = {out['parse_mb_s']:.1f} MB/s, {parse_cpu:.2f} CPU-s = "
+              f"{out['parse_mb_cpu_s']:.1f} MB per CPU-second; wc -l {wc_s:.2f} s = {out['wc_mb_s']:.0f} MB/s; peak RSS {out['peak_rss_mb']:.0f} MB "
               f"(before {out['rss_before_mb']:.0f} MB; metric frame {out['metrics_frame_mb']:.0f} MB for "
               f"{out['metric_rows']} rows); skipped {out['skipped']}")
         return out
