@@ -60,7 +60,10 @@ class AppLatency:
         self.pg_times: list[pl.DataFrame] = []  # (stream, start, end) of queries in open seconds
         self.pg_seconds: list[pl.DataFrame] = []  # metric rows of finished seconds
         self.pg_count = 0
-        self.pg_detail: list[pl.DataFrame] = []
+        self.pg_detail: list[pl.DataFrame] = []  # pg_table + pg_cands, for build_frames
+        self.pg_table: list[pl.DataFrame] = []  # the first TABLE_MAX queries
+        self.pg_cands: list[pl.DataFrame] = []  # later queries that may become events
+        self.pg_table_top = np.zeros(0, dtype=np.int64)
         self.pg_table_rows = 0
         self.http_parts: list[pl.DataFrame] = []
         self.flows = None
@@ -89,6 +92,7 @@ class AppLatency:
         if len(unknown):
             self._classify(batch, unknown)
             kind = self.kind[stream]
+        raw, base = None, 0
         for which, dirs in ((PG, self.pg_dirs), (HTTP, self.http_dirs)):
             rows = np.flatnonzero(sel & (kind == which))
             if not len(rows):
@@ -98,8 +102,10 @@ class AppLatency:
             cap = tcp.payload_cap[rows]
             seglen = np.where(seglen < 0, cap, seglen)
             lead = self.pg.lead(key) if which == PG else None
-            dv = reassemble(key, tcp.seq[rows], seglen, cap, tcp.payload_off[rows], tcp.ts_ns[rows], batch.frame[rows],
-                            batch.records.buf, dirs, lead, tcp.ack[rows])
+            if raw is None:
+                raw, base = batch.records.source()
+            dv = reassemble(key, tcp.seq[rows], seglen, cap, tcp.payload_off[rows] + base, tcp.ts_ns[rows],
+                            batch.frame[rows], raw, dirs, lead, tcp.ack[rows])
             if which == PG:
                 self.pg.process(dv)
                 self._drop_dead()
@@ -206,15 +212,23 @@ class AppLatency:
             self._finalize_seconds()
         room = TABLE_MAX - self.pg_table_rows
         if room > 0:
-            self.pg_detail.append(df.head(room).with_columns(pl.lit(True).alias("in_table")))
-            self.pg_table_rows += min(room, df.height)
+            part = df.head(room)
+            self.pg_table.append(part.with_columns(pl.lit(True).alias("in_table")))
+            self.pg_table_rows += part.height
+            lat = (part.get_column("end") - part.get_column("start")).to_numpy()
+            top = np.concatenate([self.pg_table_top, lat])
+            self.pg_table_top = -np.sort(-top)[:TOP_QUERIES]  # the table's slowest, for detail_ns
             df = df.slice(room)
         if df.height:
-            self.pg_detail.append(df.with_columns(pl.lit(False).alias("in_table")))
-            self.pg_detail = [event_candidates(pl.concat(self.pg_detail))]
-            lat = (self.pg_detail[0].get_column("end") - self.pg_detail[0].get_column("start")).sort(descending=True)
+            # candidates are filtered among themselves: a superset of what the whole detail
+            # frame would keep (a rank among fewer rows is never worse), so events do not change
+            self.pg_cands.append(df.with_columns(pl.lit(False).alias("in_table")))
+            self.pg_cands = [event_candidates(pl.concat(self.pg_cands))]
+            cand = self.pg_cands[0]
+            lat = np.concatenate([self.pg_table_top, (cand.get_column("end") - cand.get_column("start")).to_numpy()])
             if len(lat) >= TOP_QUERIES:  # later queries faster than this cannot become events
-                self.pg.detail_ns = min(int(lat[TOP_QUERIES - 1]), int(SLOW_S * NS))
+                self.pg.detail_ns = min(int(-np.partition(-lat, TOP_QUERIES - 1)[TOP_QUERIES - 1]), int(SLOW_S * NS))
+        self.pg_detail = [*self.pg_table, *self.pg_cands]
 
     def _finalize_seconds(self) -> None:
         """Per-second metrics of seconds that can no longer receive queries (completion times

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from parsers._capture_np import byte_rows
 from parsers._capture_reader import RecordBatch
 
 LINKTYPE_NAMES = {0: "NULL", 1: "EN10MB", 12: "RAW", 14: "RAW", 101: "RAW", 108: "LOOP", 113: "LINUX_SLL",
@@ -74,25 +75,22 @@ def _u8(buf: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 def _be16(buf: np.ndarray, idx: np.ndarray) -> np.ndarray:
     idx = np.minimum(idx, len(buf) - 2)
-    return (buf[idx].astype(np.int64) << 8) | buf[idx + 1]
+    return byte_rows(buf, idx, 2).view(">u2").reshape(-1).astype(np.int64)
 
 
 def _be32(buf: np.ndarray, idx: np.ndarray) -> np.ndarray:
     idx = np.minimum(idx, len(buf) - 4)
-    b = buf[idx[:, None] + np.arange(4)].astype(np.int64)
-    return (b[:, 0] << 24) | (b[:, 1] << 16) | (b[:, 2] << 8) | b[:, 3]
+    return byte_rows(buf, idx, 4).view(">u4").reshape(-1).astype(np.int64)
 
 
 def _le32(buf: np.ndarray, idx: np.ndarray) -> np.ndarray:
     idx = np.minimum(idx, len(buf) - 4)
-    b = buf[idx[:, None] + np.arange(4)].astype(np.int64)
-    return b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16) | (b[:, 3] << 24)
+    return byte_rows(buf, idx, 4).view("<u4").reshape(-1).astype(np.int64)
 
 
 def _be64(buf: np.ndarray, idx: np.ndarray) -> np.ndarray:
     idx = np.minimum(idx, len(buf) - 8)
-    b = buf[idx[:, None] + np.arange(8)]
-    return b.copy().view(">u8").reshape(-1).astype(np.uint64)
+    return byte_rows(buf, idx, 8).view(">u8").reshape(-1).astype(np.uint64)
 
 
 def decode(batch: RecordBatch, stats: DecodeStats) -> TcpColumns:
@@ -104,18 +102,18 @@ def decode(batch: RecordBatch, stats: DecodeStats) -> TcpColumns:
     end = start + batch.caplen
     ethertype = np.zeros(n, dtype=np.int64)
     l3 = start.copy()
-    known = np.isin(lt, list(SUPPORTED_LINKTYPES))
+    single = int(lt[0]) if n and (lt == lt[0]).all() else None  # one link type: scalar decisions
+    known = np.full(n, single in SUPPORTED_LINKTYPES) if single is not None else np.isin(lt, list(SUPPORTED_LINKTYPES))
     if not known.all():
         for value in np.unique(lt[~known]):
             stats.unsupported[int(value)] = stats.unsupported.get(int(value), 0) + int((lt == value).sum())
 
-    single = int(lt[0]) if n and (lt == lt[0]).all() else None
     eth = lt == 1 if single in (None, 1) else np.zeros(n, dtype=bool)
     if eth.any():
         et = _be16(buf, start + 12)
         pos = start + 14
         for _ in range(3):  # 802.1Q, 802.1ad, QinQ stacks
-            tag = eth & np.isin(et, VLAN_TPIDS) & (pos + 4 <= end)
+            tag = eth & ((et == VLAN_TPIDS[0]) | (et == VLAN_TPIDS[1]) | (et == VLAN_TPIDS[2])) & (pos + 4 <= end)
             if not tag.any():
                 break
             et = np.where(tag, _be16(buf, pos + 2), et)
@@ -130,7 +128,7 @@ def decode(batch: RecordBatch, stats: DecodeStats) -> TcpColumns:
     if sll2.any():
         ethertype = np.where(sll2 & (start + 20 <= end), _be16(buf, start), ethertype)
         l3 = np.where(sll2, start + 20, l3)
-    raw = np.isin(lt, (12, 14, 101))
+    raw = np.full(n, single in (12, 14, 101)) if single is not None else np.isin(lt, (12, 14, 101))
     if raw.any():
         version = _u8(buf, start) >> 4
         guess = np.where(version == 4, ETH_IPV4, np.where(version == 6, ETH_IPV6, 0))
@@ -259,7 +257,7 @@ def _fast_tcp(batch: RecordBatch, l3: np.ndarray, end: np.ndarray, is4: np.ndarr
     width = 60 if v6 else 40
     rows = np.flatnonzero(ip)
     idx = np.minimum(l3[rows], len(buf) - width)
-    win = buf[idx[:, None] + np.arange(width)]
+    win = byte_rows(buf, idx, width)
     w16 = win.view(">u2")
     w32 = win.view(">u4")
     if v6:

@@ -73,6 +73,46 @@ class _Events:
         target.extend(rows)
 
 
+_FLOW_COLS = ("s", "d", "sec", "packets", "bytes", "retrans", "dup", "zw", "ooo", "lost", "rst", "syn", "synack",
+              "fin", "tmin", "tmax")
+FLUSH_BATCHES = 16
+
+
+class _Accumulator:
+    """Per-batch numpy columns waiting to become frames."""
+
+    def __init__(self) -> None:
+        self.cols: dict[str, list[np.ndarray]] = {}
+        self.runs = 0
+        self.batches = 0
+
+    def add(self, name: str, values: np.ndarray) -> None:
+        self.cols.setdefault(name, []).append(values)
+
+    def take(self, name: str) -> np.ndarray:
+        parts = self.cols.get(name, [])
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _group_ep_rtt(b: np.ndarray, ep: np.ndarray, sec: np.ndarray, rtt: np.ndarray) -> pl.DataFrame:
+    """Median/max/count of RTT samples per (batch, endpoint, second), without the batch column.
+    The three keys are packed into one int64 when they fit (polars groups one integer column
+    several times faster than three)."""
+    aggs = (pl.col("rtt").median().alias("rtt_med"), pl.col("rtt").max().alias("rtt_max"), pl.len().alias("rtt_n"))
+    heads = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])  # b ascends: one run per batch
+    smin = np.minimum.reduceat(sec, heads)
+    rel = sec - np.repeat(smin, np.diff(np.r_[heads, len(b)]))
+    if len(heads) < 128 and int(ep.max()) < 1 << 24 and int(rel.max()) < 1 << 32:
+        key = (np.repeat(np.arange(len(heads), dtype=np.int64), np.diff(np.r_[heads, len(b)])) << 56) | (
+            ep << 32) | rel
+        out = pl.DataFrame({"k": key, "rtt": rtt}).group_by("k").agg(*aggs)
+        k = out.get_column("k").to_numpy()
+        return out.select(pl.Series("ep", (k >> 32) & 0xFFFFFF), pl.Series("sec", (k & 0xFFFFFFFF) + smin[k >> 56]),
+                          "rtt_med", "rtt_max", "rtt_n")
+    return (pl.DataFrame({"b": b, "ep": ep, "sec": sec, "rtt": rtt}).group_by("b", "ep", "sec").agg(*aggs)
+            .drop("b"))
+
+
 class CaptureEngine:
     """Streams one capture through the fast path; results stay as compact partial frames."""
 
@@ -87,6 +127,7 @@ class CaptureEngine:
         self.flow_rtt_parts: list[pl.DataFrame] = []
         self.ep_rtt_parts: list[pl.DataFrame] = []
         self.events = _Events()
+        self._acc = _Accumulator()
         self.zw_open: dict[int, tuple[int, int]] = {}  # direction index -> (start ns, zero-window segments)
         self.stream_first_syn: dict[int, int] = {}
         self.packets = 0
@@ -97,13 +138,18 @@ class CaptureEngine:
     def run(self, stream: BinaryIO, acct: Accounting) -> None:
         for rb in iter_records(stream, acct, self.info):
             self._batch(rb, acct)
+        self._flush()
 
     def _batch(self, rb: RecordBatch, acct: Accounting) -> None:
         n = len(rb)
         acct.total += n
         self.packets += n
         cols = decode(rb, self.stats)
-        unsupported = ~np.isin(rb.linktype, list(_supported()))
+        links = rb.linktype
+        if n and links[0] == links[-1] and (links == links[0]).all():  # one link type (always for pcap)
+            unsupported = np.full(n, int(links[0]) not in _supported())
+        else:
+            unsupported = ~np.isin(links, list(_supported()))
         bad = int(unsupported.sum())
         if bad:
             lt = int(rb.linktype[unsupported][0])
@@ -155,40 +201,65 @@ class CaptureEngine:
             "fin": (f & TH_FIN) != 0,
         }
         tmin, tmax = np.minimum.reduceat(T, starts), np.maximum.reduceat(T, starts)
-        parts = []
+        acc = self._acc
+        S0, sec0 = S[starts], sec[starts]
         for d in (0, 1):
             mine = D == d
             packets = np.add.reduceat(mine.astype(np.int64), starts)
             keep = packets > 0
-            part = {"s": S[starts][keep], "d": np.full(int(keep.sum()), d, dtype=np.int64),
-                    "sec": sec[starts][keep], "packets": packets[keep],
-                    "bytes": np.add.reduceat(np.where(mine, length, 0), starts)[keep]}
+            acc.add("s", S0[keep])
+            acc.add("d", np.full(int(keep.sum()), d, dtype=np.int64))
+            acc.add("sec", sec0[keep])
+            acc.add("packets", packets[keep])
+            acc.add("bytes", np.add.reduceat(np.where(mine, length, 0), starts)[keep])
             for name, values in columns.items():
-                part[name] = np.add.reduceat((values & mine).astype(np.int64), starts)[keep]
-            part["tmin"], part["tmax"] = tmin[keep], tmax[keep]
-            parts.append(pl.DataFrame(part))
-        self.flow_parts.append(pl.concat(parts))
+                acc.add(name, np.add.reduceat((values & mine).astype(np.int64), starts)[keep])
+            acc.add("tmin", tmin[keep])
+            acc.add("tmax", tmax[keep])
         R = rtt[order]
         have = R >= 0
         if have.any():
+            # per-run (stream, second) median/max, grouped for many batches at once in _flush
             run = np.cumsum(brk) - 1
-            rt = (pl.DataFrame({"run": run[have], "rtt": R[have] / 1e6}).group_by("run")
+            acc.add("run", run[have] + acc.runs)
+            acc.add("run_rtt", R[have] / 1e6)
+            acc.add("run_s", S0)
+            acc.add("run_sec", sec0)
+            acc.runs += len(starts)
+        have_rtt = rtt >= 0
+        if have_rtt.any():
+            n_rtt = int(have_rtt.sum())
+            acc.add("ep_b", np.full(n_rtt, acc.batches, dtype=np.int64))
+            acc.add("ep", self.flows.server_ids(stream[have_rtt]))
+            acc.add("ep_sec", cols.ts_ns[have_rtt] // NS)
+            acc.add("ep_rtt", rtt[have_rtt] / 1e6)
+        acc.batches += 1
+        if acc.batches >= FLUSH_BATCHES:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Turn the accumulated per-batch arrays into frames (a few polars calls for many
+        batches); RTT medians stay per batch, as the partial-aggregate combination expects."""
+        acc = self._acc
+        if not acc.batches:
+            return
+        flow = {name: acc.take(name) for name in _FLOW_COLS}
+        if len(flow["s"]):
+            self.flow_parts.append(pl.DataFrame(flow))
+        if "run" in acc.cols:
+            run, run_s, run_sec = acc.take("run"), acc.take("run_s"), acc.take("run_sec")
+            rt = (pl.DataFrame({"run": run, "rtt": acc.take("run_rtt")})
+                  .with_columns(pl.col("run").set_sorted()).group_by("run")  # runs ascend: a sorted key
                   .agg(pl.col("rtt").median().alias("rtt_med"), pl.col("rtt").max().alias("rtt_max"),
                        pl.len().cast(pl.Int64).alias("rtt_n")))
             runs = rt.get_column("run").to_numpy()
             self.flow_rtt_parts.append(rt.drop("run").with_columns(
-                pl.Series("s", S[starts][runs]), pl.Series("sec", sec[starts][runs])))
-        have_rtt = rtt >= 0
-        if have_rtt.any():
-            streams = stream[have_rtt]
-            uniq, inv = np.unique(streams, return_inverse=True)
-            names = np.array([self.flows.endpoints(int(s))[1] for s in uniq.tolist()], dtype=object)
-            ep = pl.DataFrame({"ep": names[inv.reshape(-1)].tolist(), "sec": cols.ts_ns[have_rtt] // NS,
-                               "rtt": rtt[have_rtt] / 1e6})
-            self.ep_rtt_parts.append(ep.group_by("ep", "sec").agg(
-                pl.col("rtt").median().alias("rtt_med"), pl.col("rtt").max().alias("rtt_max"),
-                pl.len().alias("rtt_n")))
-        if len(self.flow_parts) >= 64:  # keep the partial lists short
+                pl.Series("s", run_s[runs]), pl.Series("sec", run_sec[runs])))
+        if "ep" in acc.cols:
+            self.ep_rtt_parts.append(_group_ep_rtt(acc.take("ep_b"), acc.take("ep"), acc.take("ep_sec"),
+                                                   acc.take("ep_rtt")))
+        self._acc = _Accumulator()
+        if len(self.flow_parts) >= 16:  # keep the partial lists short
             self.flow_parts = [pl.concat(self.flow_parts)]
             self.ep_rtt_parts = [pl.concat(self.ep_rtt_parts)] if self.ep_rtt_parts else []
             self.flow_rtt_parts = [pl.concat(self.flow_rtt_parts)] if self.flow_rtt_parts else []

@@ -33,7 +33,7 @@ def _mix(h: np.ndarray, v: np.ndarray) -> np.ndarray:
 def format_endpoint(v6: bool, hi: int, lo: int, port: int) -> str:
     if v6:
         return f"[{ipaddress.IPv6Address((hi << 64) | lo).compressed}]:{port}"
-    return f"{ipaddress.IPv4Address(lo)}:{port}"
+    return f"{lo >> 24}.{(lo >> 16) & 255}.{(lo >> 8) & 255}.{lo & 255}:{port}"  # str(IPv4Address(lo))
 
 
 class FlowTable:
@@ -51,6 +51,11 @@ class FlowTable:
         self.listening: set[tuple[int, int, int, int]] = set()
         self._names: dict[int, tuple[str, str]] = {}
         self._last_seg: dict[int, int] = {}  # ck -> first row of its last new stream in this batch
+        self._h_sorted = np.zeros(0, dtype=np.uint64)  # 4-tuple hashes seen so far, sorted ...
+        self._h_ck = np.zeros(0, dtype=np.int64)  # ... and their ckid
+        self.ep_names: list[str] = []  # server endpoints (``ip:port``) by id
+        self._ep_index: dict[str, int] = {}
+        self._sid = np.full(0, -1, dtype=np.int64)  # stream -> server endpoint id (-1: not yet known)
 
     def __len__(self) -> int:
         return len(self.stream_ck)
@@ -70,36 +75,51 @@ class FlowTable:
         for v in (a_hi, a_lo, b_hi, b_lo, (a_p.astype(np.uint64) << np.uint64(17))
                   | (b_p.astype(np.uint64) << np.uint64(1)) | cols.v6.astype(np.uint64)):
             h = _mix(h, v)
-        uniq, first, inv = np.unique(h, return_index=True, return_inverse=True)
-        ck_of = np.empty(len(uniq), dtype=np.int64)
-        new_ck: list[int] = []
-        for u, i in enumerate(first.tolist()):
-            key = (int(cols.v6[i]), int(a_hi[i]), int(a_lo[i]), int(a_p[i]), int(b_hi[i]), int(b_lo[i]), int(b_p[i]))
-            ck = self.key_index.get(key)
-            if ck is None:
-                ck = len(self.keys)
-                self.key_index[key] = ck
-                self.keys.append(key)
-                self.ck_stream.append(-1)
-                self.ck_base.append([0, 0, 0, 0])
-                new_ck.append(ck)
-            ck_of[u] = ck
-        ckid = ck_of[inv.reshape(-1)]
+        # group the rows by 4-tuple hash (file order kept within a group)
+        perm = np.argsort(h, kind="stable")
+        hs = h[perm]
+        brk = np.ones(n, dtype=bool)
+        brk[1:] = hs[1:] != hs[:-1]
+        g0 = np.flatnonzero(brk)
+        g_end = np.append(g0[1:], n)
+        uh = hs[g0]
+        known = self._h_sorted
+        at = np.minimum(np.searchsorted(known, uh), max(len(known) - 1, 0))
+        hit = known[at] == uh if len(known) else np.zeros(len(uh), dtype=bool)
+        ck_of = np.where(hit, self._h_ck[at] if len(known) else 0, -1)
+        fresh = np.flatnonzero(~hit)
+        if len(fresh):
+            for u, i in zip(fresh.tolist(), perm[g0[fresh]].tolist(), strict=True):
+                key = (int(cols.v6[i]), int(a_hi[i]), int(a_lo[i]), int(a_p[i]), int(b_hi[i]), int(b_lo[i]),
+                       int(b_p[i]))
+                ck = self.key_index.get(key)
+                if ck is None:
+                    ck = len(self.keys)
+                    self.key_index[key] = ck
+                    self.keys.append(key)
+                    self.ck_stream.append(-1)
+                    self.ck_base.append([0, 0, 0, 0])
+                ck_of[u] = ck
+            hs_all = np.concatenate([known, uh[fresh]])
+            ck_all = np.concatenate([self._h_ck, ck_of[fresh]])
+            srt = np.argsort(hs_all, kind="stable")
+            self._h_sorted, self._h_ck = hs_all[srt], ck_all[srt]
+        ckid = np.empty(n, dtype=np.int64)
+        ckid[perm] = np.repeat(ck_of, g_end - g0)
         flags = cols.flags
         pure_syn = (flags & (TH_SYN | TH_ACK)) == TH_SYN
+        uck = ck_of.tolist()
+        base = self.ck_base
+        group_of = dict(zip(uck, range(len(uck)), strict=True))
         need = set(ckid[pure_syn].tolist())
-        need.update(c for c in np.unique(ckid).tolist() if not (self.ck_base[c][0] and self.ck_base[c][2]))
+        need.update(c for c in uck if not (base[c][0] and base[c][2]))
         cur = np.asarray(self.ck_stream, dtype=np.int64)
         stream = cur[ckid]
         if need:
-            order = np.argsort(ckid, kind="stable")
-            sorted_ck = ckid[order]
-            need_arr = np.fromiter(need, dtype=np.int64)
-            lo = np.searchsorted(sorted_ck, need_arr, side="left")
-            hi = np.searchsorted(sorted_ck, need_arr, side="right")
             created: list[tuple[int, int, int, np.ndarray]] = []  # (first row, ck, dir, rows)
-            for ck, a, b in zip(need_arr.tolist(), lo.tolist(), hi.tolist(), strict=True):
-                created.extend(self._walk(ck, order[a:b], cols, dirn, pure_syn, stream))
+            for ck in need:
+                u = group_of[ck]
+                created.extend(self._walk(ck, perm[g0[u]:g_end[u]], cols, dirn, pure_syn, stream))
             # number new streams in the order of their first packet, as tshark does
             for first_row, ck, d, rows in sorted(created, key=lambda c: c[0]):
                 s = self._new_stream(ck, d)
@@ -117,6 +137,8 @@ class FlowTable:
             self.client_dir[s] = d if pure_syn[i] else 1 - d
             self.decided[s] = True
             self._names.pop(s, None)
+            if s < len(self._sid):
+                self._sid[s] = -1
             if synack[i]:
                 self.listening.add((int(cols.v6[i]), int(cols.src_hi[i]), int(cols.src_lo[i]), int(cols.sport[i])))
         return stream, dirn
@@ -189,6 +211,26 @@ class FlowTable:
         return first_dir  # the first packet's destination serves
 
     # -- descriptions --------------------------------------------------------------------
+    def server_ids(self, streams: np.ndarray) -> np.ndarray:
+        """Id (index into ``ep_names``) of the server endpoint of each of ``streams``, as
+        ``endpoints(s)[1]`` names it now."""
+        if len(self._sid) < len(self.stream_ck):
+            grown = np.full(max(len(self.stream_ck), 2 * len(self._sid), 1024), -1, dtype=np.int64)
+            grown[:len(self._sid)] = self._sid
+            self._sid = grown
+        ids = self._sid[streams]
+        miss = ids < 0
+        if miss.any():
+            for s in np.unique(streams[miss]).tolist():
+                name = self.endpoints(s)[1]
+                i = self._ep_index.get(name)
+                if i is None:
+                    i = self._ep_index[name] = len(self.ep_names)
+                    self.ep_names.append(name)
+                self._sid[s] = i
+            ids = self._sid[streams]
+        return ids
+
     def endpoints(self, s: int) -> tuple[str, str]:
         """(client, server) of stream ``s`` as ``ip:port`` (IPv6 in brackets)."""
         names = self._names.get(s)

@@ -147,8 +147,10 @@ def _endpoint_metrics(engine: CaptureEngine, per: pl.DataFrame, info: pl.DataFra
               .agg(pl.len().cast(pl.Int64).alias("opened")))
     wide = wide.join(opened, on=["server", "sec"], how="left").with_columns(pl.col("opened").fill_null(0))
     if engine.ep_rtt_parts:
+        names = pl.DataFrame({"ep": pl.Series(range(len(engine.flows.ep_names)), dtype=pl.Int64),
+                              "server": pl.Series(engine.flows.ep_names, dtype=pl.Utf8)})
         rtt = (pl.concat(engine.ep_rtt_parts).group_by("ep", "sec").agg(*_rtt_combine())
-               .rename({"ep": "server"}).drop("rtt_n"))
+               .join(names, on="ep").drop("ep", "rtt_n"))
         wide = wide.join(rtt, on=["server", "sec"], how="left")
     wide = wide.with_columns(((pl.col("sec") + 1) * NS).alias("ts_ns"))
     return _long(wide, "endpoint:" + pl.col("server"), keep_zero=True)

@@ -24,6 +24,10 @@ from typing import BinaryIO
 
 import numpy as np
 
+from parsers._capture_np import byte_rows
+from parsers._capture_np import gather_u16 as _gather_u16
+from parsers._capture_np import gather_u32 as _gather_u32
+from parsers._capture_pcapwalk import record_chain
 from parsers.base import Accounting
 
 CHUNK_BYTES = 8 << 20
@@ -52,9 +56,17 @@ class RecordBatch:
     linktype: np.ndarray  # int64, LINKTYPE_* of each record
     file_off: np.ndarray  # int64, file offset of each record header (diagnostics)
     first_record: int  # 1-based number of the batch's first record in the file
+    raw: bytes | None = None  # when set, ``buf`` is a view of raw[raw_base:]
+    raw_base: int = 0
 
     def __len__(self) -> int:
         return len(self.data_off)
+
+    def source(self) -> tuple[bytes, int]:
+        """The batch's bytes as a ``bytes`` object and the offset of ``buf[0]`` in it."""
+        if self.raw is not None:
+            return self.raw, self.raw_base
+        return self.buf.tobytes(), 0
 
 
 @dataclass
@@ -148,19 +160,6 @@ def iter_records(stream: BinaryIO, acct: Accounting, info: CaptureInfo) -> Itera
                   "byte order) or pcapng (0a0d0d0a)", offset=0, text=first.hex(), level="error")
 
 
-def _gather_u32(buf: np.ndarray, pos: np.ndarray, order: str) -> np.ndarray:
-    """Unaligned 32-bit fields at ``pos`` as int64."""
-    b = buf[pos[:, None] + np.arange(4)].astype(np.int64)
-    if order == "<":
-        return b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16) | (b[:, 3] << 24)
-    return (b[:, 0] << 24) | (b[:, 1] << 16) | (b[:, 2] << 8) | b[:, 3]
-
-
-def _gather_u16(buf: np.ndarray, pos: np.ndarray, order: str) -> np.ndarray:
-    b = buf[pos[:, None] + np.arange(2)].astype(np.int64)
-    return b[:, 0] | (b[:, 1] << 8) if order == "<" else (b[:, 0] << 8) | b[:, 1]
-
-
 # -- classic pcap -----------------------------------------------------------------------
 
 def _walk_pcap(reader: _SafeReader, first: bytes, acct: Accounting, info: CaptureInfo) -> Iterator[RecordBatch]:
@@ -180,31 +179,20 @@ def _walk_pcap(reader: _SafeReader, first: bytes, acct: Accounting, info: Captur
     cap_limit = max(MAX_CAPLEN, snaplen if snaplen < (1 << 26) else 0)
     caplen_at = struct.Struct(order + "I").unpack_from
     data_off = 24  # file offset of data[0]
-    data = b""
+    rest = b""
     record_no = 1
     eof = False
+    pad = bytes(PAD)
     while not eof:
         more = reader.read(CHUNK_BYTES)
         eof = not more
-        data = data + more if data else more
-        n = len(data)
-        pos = 0
-        positions: list[int] = []
-        append = positions.append
-        corrupt = 0
-        limit = n - 16
-        while pos <= limit:  # the only per-record Python: follow the chain of record lengths
-            caplen = caplen_at(data, pos + 8)[0]
-            end = pos + 16 + caplen
-            if end > n or caplen > cap_limit:
-                corrupt = caplen if caplen > cap_limit else 0
-                break
-            append(pos)
-            pos = end
+        data = b"".join((rest, more, pad))  # batches are views of it; PAD zero bytes after the end
+        n = len(data) - PAD
+        positions, pos, corrupt = record_chain(data, n, order, cap_limit, 1_000_000_000 // divisor)
         for first in range(0, len(positions), MAX_RECORDS):
             part = positions[first:first + MAX_RECORDS]
-            stop = positions[first + MAX_RECORDS] if first + MAX_RECORDS < len(positions) else pos
-            yield _pcap_batch(data, part[0], stop, part, order, divisor, linktype, data_off, record_no)
+            stop = int(positions[first + MAX_RECORDS]) if first + MAX_RECORDS < len(positions) else pos
+            yield _pcap_batch(data, int(part[0]), stop, part, order, divisor, linktype, data_off, record_no)
             record_no += len(part)
         if corrupt:
             acct.total += 1
@@ -213,14 +201,14 @@ def _walk_pcap(reader: _SafeReader, first: bytes, acct: Accounting, info: Captur
                               f"(snaplen {snaplen}): corrupt record header; stopped reading here")
             info.bytes_read = data_off + pos
             return
-        data = data[pos:]
+        rest = data[pos:n]
         data_off += pos
         info.bytes_read = data_off
-    if data:
+    if rest:
         acct.total += 1
-        need = "a 16-byte record header" if len(data) < 16 else f"{16 + caplen_at(data, 8)[0]} bytes"
-        acct.skip("truncated_record", offset=data_off, text=data[:16].hex(),
-                  message=f"last record at offset {data_off} cut short: {len(data)} bytes present, "
+        need = "a 16-byte record header" if len(rest) < 16 else f"{16 + caplen_at(rest, 8)[0]} bytes"
+        acct.skip("truncated_record", offset=data_off, text=rest[:16].hex(),
+                  message=f"last record at offset {data_off} cut short: {len(rest)} bytes present, "
                           f"{need} expected (capture ended mid-record)")
 
 
@@ -230,16 +218,17 @@ def _slice_buffer(data: bytes, start: int, end: int) -> np.ndarray:
     return buf
 
 
-def _pcap_batch(data: bytes, start: int, end: int, positions: list[int], order: str, divisor: int,
+def _pcap_batch(data: bytes, start: int, end: int, positions: np.ndarray, order: str, divisor: int,
                 linktype: int, data_off: int, record_no: int) -> RecordBatch:
-    buf = _slice_buffer(data, start, end)
+    """``data`` holds at least PAD bytes after ``end``: the batch buffer is a view, not a copy."""
+    buf = np.frombuffer(data, dtype=np.uint8, count=end - start + PAD, offset=start)
     pos = np.asarray(positions, dtype=np.int64) - start
-    hdr = buf[pos[:, None] + np.arange(16)]
+    hdr = byte_rows(buf, pos, 16)
     fields = hdr.view(order + "u4").reshape(-1, 4).astype(np.int64)
     ts_ns = fields[:, 0] * 1_000_000_000 + fields[:, 1] * divisor
     return RecordBatch(buf=buf, data_off=pos + 16, caplen=fields[:, 2], origlen=fields[:, 3], ts_ns=ts_ns,
                        linktype=np.full(len(pos), linktype, dtype=np.int64),
-                       file_off=pos + start + data_off, first_record=record_no)
+                       file_off=pos + start + data_off, first_record=record_no, raw=data, raw_base=start)
 
 
 # -- pcapng -----------------------------------------------------------------------------

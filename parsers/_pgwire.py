@@ -39,6 +39,7 @@ CLIENT_KEEP = np.zeros(256, dtype=bool)
 CLIENT_KEEP[[STARTUP_MSG, _Q, _S, _F, _P, _B]] = True
 SERVER_KEEP = np.zeros(256, dtype=bool)
 SERVER_KEEP[[_Z, _C, _E]] = True
+KEEP = np.stack([SERVER_KEEP, CLIENT_KEEP])  # [from_client, type]
 _BE32X2 = struct.Struct(">II").unpack_from
 
 
@@ -189,7 +190,8 @@ class PgWire:
         status = np.zeros(n, dtype=np.int8)
         epos = np.zeros(n, dtype=np.int64)
         if len(cand):
-            st, ep, msgs = spec_walk(arr, data, starts[cand], ends[cand], run_end[piece_run[cand]], client[cand])
+            st, ep, msgs = spec_walk(arr, data, starts[cand], ends[cand], run_end[piece_run[cand]], client[cand],
+                                     KEEP)
             status[cand], epos[cand] = st, ep
             msgs[:, 0] = cand[msgs[:, 0]]
         else:

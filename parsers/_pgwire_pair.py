@@ -101,7 +101,7 @@ def pair(wire: PgWire, data: bytes, arr: np.ndarray, key: np.ndarray, pos: np.nd
             return tag_known.get(ri)
         m = int(si[c])
         return data[int(pos[m]) + 5:int(pos[m]) + int(ln[m])]
-    errs: list[bytes | None] = [None] * len(r0)
+    errs: dict[int, bytes] = {}  # response index -> first ErrorResponse body (few)
     for ri in np.flatnonzero(first_e != BIG).tolist():
         e = int(si[first_e[ri]])
         errs[ri] = data[int(pos[e]) + 5:int(pos[e]) + 1 + min(int(ln[e]), TEXT_BYTES)]
@@ -110,11 +110,12 @@ def pair(wire: PgWire, data: bytes, arr: np.ndarray, key: np.ndarray, pos: np.nd
         if conn.ncmd or conn.err is not None:
             tag_known[ri] = conn.tag
             ncmd[ri] += conn.ncmd
-            errs[ri] = conn.err if conn.err is not None else errs[ri]
+            if conn.err is not None:
+                errs[ri] = conn.err
         conn.tag, conn.ncmd, conn.err = None, 0, None
     for ri in np.flatnonzero(~r_closed).tolist():
         conn = wire.conns[int(r_stream[ri])]
-        conn.tag, conn.ncmd, conn.err = tag_of(ri), int(ncmd[ri]), errs[ri]
+        conn.tag, conn.ncmd, conn.err = tag_of(ri), int(ncmd[ri]), errs.get(ri)
     # -- FIFO per connection ---------------------------------------------------------------------
     sync_g = np.flatnonzero(closed)
     resp_r = np.flatnonzero(r_closed)
@@ -165,10 +166,10 @@ def pair(wire: PgWire, data: bytes, arr: np.ndarray, key: np.ndarray, pos: np.nd
     # detail (text, tag) only where it can be used: table rows, and possible events — among the
     # slowest so far, slow, or failed
     lat = t2[zk] - start[keep]
-    rk = resp_idx[keep].tolist()
-    failed = [errs[r] is not None for r in rk]
+    rk = resp_idx[keep]
+    failed = np.isin(rk, np.fromiter(errs, dtype=np.int64, count=len(errs))) if errs else np.zeros(len(rk), dtype=bool)
     room = wire.table_room - wire.rows_out
-    need = (np.arange(len(keep)) < room) | (lat >= wire.detail_ns) | np.asarray(failed, dtype=bool)
+    need = (np.arange(len(keep)) < room) | (lat >= wire.detail_ns) | failed
     wire.rows_out += len(keep)
     text: list[bytes | None] = [None] * len(keep)
     tag: list[bytes | None] = [None] * len(keep)
@@ -190,7 +191,8 @@ def pair(wire: PgWire, data: bytes, arr: np.ndarray, key: np.ndarray, pos: np.nd
         "end": pl.Series(t2[zk], dtype=pl.Int64), "kind": pl.Series(kind[keep], dtype=pl.UInt8),
         "text": pl.Series(text, dtype=pl.Binary), "tag": pl.Series(tag, dtype=pl.Binary),
         "commands": pl.Series(ncmd[resp_idx][keep], dtype=pl.Int64),
-        "error": pl.Series([errs[r] for r in rk], dtype=pl.Binary),
+        "error": (pl.Series([errs.get(r) for r in rk.tolist()], dtype=pl.Binary) if errs
+                  else pl.repeat(None, len(rk), dtype=pl.Binary, eager=True)),
         "frame_start": pl.Series(frame0[keep], dtype=pl.Int64), "frame_end": pl.Series(f2[zk], dtype=pl.Int64),
         "tx_status": pl.Series(arr[np.minimum(pos[zk] + 5, len(data))], dtype=pl.UInt8),
     })

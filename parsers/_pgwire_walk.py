@@ -19,6 +19,8 @@ import struct
 
 import numpy as np
 
+from parsers._capture_np import byte_rows
+
 MAX_LEN = 1 << 30
 SMALL_ACTIVE = 24  # below this many live walks, continue in Python
 FRONTEND = b"QPBEDSHCXdcfpF"
@@ -43,8 +45,7 @@ _BE32 = struct.Struct(">I").unpack_from
 
 
 def _be32(arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    b = arr[idx[:, None] + np.arange(4)].astype(np.int64)
-    return (b[:, 0] << 24) | (b[:, 1] << 16) | (b[:, 2] << 8) | b[:, 3]
+    return byte_rows(arr, idx, 4).view(">u4").reshape(-1).astype(np.int64)
 
 
 def plausible(data: bytes, p: int, end: int, client: int) -> int:
@@ -107,10 +108,11 @@ def resync(data: bytes, p: int, end: int, client: int, piece_ends: set[int], max
 
 
 def spec_walk(arr: np.ndarray, data: bytes, start: np.ndarray, limit: np.ndarray, end: np.ndarray,
-              client: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+              client: np.ndarray, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Walk from every ``start`` at once. ``arr`` is ``data`` as uint8 with >= 8 bytes of padding.
     Returns (status, position, messages) with messages as an int64 array of rows
-    (walk index, pos, type, length)."""
+    (walk index, pos, type, length); with ``keep`` (a [from_client, type] bool table) only
+    the messages it selects are listed (the walk still steps over all of them)."""
     n = len(start)
     status = np.full(n, DONE, dtype=np.int8)
     pos_out = start.copy()
@@ -122,9 +124,13 @@ def spec_walk(arr: np.ndarray, data: bytes, start: np.ndarray, limit: np.ndarray
             rows: list[tuple[int, int, int]] = []
             for w in active.tolist():
                 mine: list[tuple[int, int, int]] = []
-                st, q = walk_py(data, int(p[w]), int(limit[w]), int(end[w]), int(client[w]), mine)
+                cl = int(client[w])
+                st, q = walk_py(data, int(p[w]), int(limit[w]), int(end[w]), cl, mine)
                 status[w], pos_out[w] = st, q
-                rows.extend((w, *m) for m in mine)
+                if keep is None:
+                    rows.extend((w, *m) for m in mine)
+                else:
+                    rows.extend((w, *m) for m in mine if keep[cl, m[1]])
             if rows:
                 parts.append(np.asarray(rows, dtype=np.int64).reshape(-1, 4))
             break
@@ -138,8 +144,9 @@ def spec_walk(arr: np.ndarray, data: bytes, start: np.ndarray, limit: np.ndarray
         ok = have & VALID[ca, t] & (length >= 4) & (length <= MAX_LEN) & ((fixed < 0) | (fixed == length))
         nxt = pa + 1 + length
         complete = ok & (nxt <= ea)
-        if complete.any():
-            parts.append(np.stack([active[complete], pa[complete], t[complete], length[complete]], axis=1))
+        listed = complete if keep is None else complete & keep[ca, t]
+        if listed.any():
+            parts.append(np.stack([active[listed], pa[listed], t[listed], length[listed]], axis=1))
         stop_end = ~have | (ok & ~complete)
         stop_bad = have & ~ok
         status[active[stop_end]] = END

@@ -133,7 +133,7 @@ class Delivery:
 
 
 def reassemble(key: np.ndarray, seq: np.ndarray, seglen: np.ndarray, cap: np.ndarray, off: np.ndarray,
-               ts: np.ndarray, frame: np.ndarray, buf: np.ndarray, states: dict[int, Direction],
+               ts: np.ndarray, frame: np.ndarray, buf: np.ndarray | bytes, states: dict[int, Direction],
                lead: dict[int, tuple[bytes, int, int]] | None = None, ack: np.ndarray | None = None) -> Delivery:
     """Reassemble the payload segments of one batch (rows in file order; ``key`` names the
     direction — the two directions of a connection are ``2c`` and ``2c + 1`` — and
@@ -157,7 +157,7 @@ def reassemble(key: np.ndarray, seq: np.ndarray, seglen: np.ndarray, cap: np.nda
         if st.held or (st.next_seq is not None and st.next_seq != sq):
             ok[h] = False
     group_bad = (np.add.reduceat((~ok).astype(np.int64), heads) > 0).tolist() if m else []
-    mv = buf.tobytes()  # slicing bytes is about twice as fast as slicing a memoryview
+    mv = buf if isinstance(buf, bytes) else buf.tobytes()  # slicing bytes: twice as fast as a memoryview
     if not lead and not any(group_bad):  # the common case: every segment continues its direction
         tails = np.append(heads[1:], m) - 1
         for kk, sq, ln in zip(keys, s[tails].tolist(), n[tails].tolist(), strict=True):

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from parsers._capture_decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, TcpColumns
+from parsers._capture_np import stable_argsort
 
 # analysis flag bits (per packet)
 RETRANS, FAST, SPURIOUS, OOO, LOST, DUP_ACK, ZERO_WIN, ZW_PROBE, KEEP_ALIVE = (1 << i for i in range(9))
@@ -103,7 +104,7 @@ def analyze(cols: TcpColumns, stream: np.ndarray, dirn: np.ndarray, st: Analysis
     rows = np.flatnonzero(ok)
     if len(rows) == 0:
         return BatchAnalysis(flags_out, rtt_out, rows)
-    order = rows[np.argsort(stream[rows], kind="stable")]
+    order = rows[stable_argsort(stream[rows])]
     S = stream[order]
     D = dirn[order]
     G = S * 2 + D
@@ -114,10 +115,21 @@ def analyze(cols: TcpColumns, stream: np.ndarray, dirn: np.ndarray, st: Analysis
     W = cols.window[order]
     L = cols.seglen[order]
     m = len(order)
-    pos = np.arange(m)
+    pos = np.arange(m, dtype=np.int32)  # row indexes as int32: half the memory traffic
     first = np.ones(m, dtype=bool)
     first[1:] = S[1:] != S[:-1]
     ss = np.maximum.accumulate(np.where(first, pos, 0))
+    ssm1 = ss - 1
+
+    def ffill(cond: np.ndarray) -> np.ndarray:  # _ffill with the batch's pos/ss
+        return np.maximum.accumulate(np.where(cond, pos, ssm1))
+
+    def before(last_incl: np.ndarray) -> np.ndarray:  # _before
+        out = np.empty_like(last_incl)
+        out[0] = -1
+        out[1:] = last_incl[:-1]
+        return np.maximum(out, ssm1, out=out)
+
     starts = np.flatnonzero(first)
     rank = np.cumsum(first) - 1
     dst, sst = st.d, st.s
@@ -128,10 +140,12 @@ def analyze(cols: TcpColumns, stream: np.ndarray, dirn: np.ndarray, st: Analysis
     no_sfr = (F & (TH_SYN | TH_FIN | TH_RST)) == 0
 
     # previous row of the same / the other direction (in-stream), or ss-1
-    last_d = [_ffill(D == k, ss) for k in (0, 1)]
-    prev_d = [_before(x, ss) for x in last_d]
-    prev_same = np.where(D == 0, prev_d[0], prev_d[1])
-    prev_other = np.where(D == 0, prev_d[1], prev_d[0])
+    is_d = (D == 0, D == 1)
+    gks = (S * 2, S * 2 + 1)
+    last_d = [ffill(is_d[k]) for k in (0, 1)]
+    prev_d = [before(x) for x in last_d]
+    prev_same = np.where(is_d[0], prev_d[0], prev_d[1])
+    prev_other = np.where(is_d[0], prev_d[1], prev_d[0])
     has_same = prev_same >= ss
     has_other = prev_other >= ss
     Gs, Go = G, G ^ 1
@@ -140,10 +154,11 @@ def analyze(cols: TcpColumns, stream: np.ndarray, dirn: np.ndarray, st: Analysis
     # -- unwrap both sequence spaces (space k: seq of dir k, ack of dir 1-k) -------------
     U = []
     for k in (0, 1):
-        val = np.where(D == k, SEQ, ACK)
-        valid = (D == k) | has_ack
-        lastv = _before(_ffill(valid, ss), ss)
-        gk = S * 2 + k
+        val = np.where(is_d[k], SEQ, ACK)
+        valid = is_d[k] | has_ack
+        lv_end = ffill(valid)
+        lastv = before(lv_end)
+        gk = gks[k]
         carried = dst["sp_set"][gk] != 0
         prev_raw = np.where(lastv >= ss, val[np.maximum(lastv, 0)], dst["sp_raw"][gk])
         delta = np.where(valid & ((lastv >= ss) | carried), _wrap(val - prev_raw), 0)
@@ -160,7 +175,6 @@ def analyze(cols: TcpColumns, stream: np.ndarray, dirn: np.ndarray, st: Analysis
         u = cs - cs_before[rank] + base[rank]
         U.append(u)
         # carry: last valid row of each stream
-        lv_end = _ffill(valid, ss)
         ends = np.append(starts[1:], m) - 1
         last_valid = lv_end[ends]
         have = last_valid >= starts
@@ -168,8 +182,8 @@ def analyze(cols: TcpColumns, stream: np.ndarray, dirn: np.ndarray, st: Analysis
         dst["sp_set"][gsel] = 1
         dst["sp_raw"][gsel] = val[last_valid[have]]
         dst["sp_u"][gsel] = u[last_valid[have]]
-    seq_u = np.where(D == 0, U[0], U[1])
-    ack_u = np.where(D == 0, U[1], U[0])
+    seq_u = np.where(is_d[0], U[0], U[1])
+    ack_u = np.where(is_d[0], U[1], U[0])
     end_u = seq_u + L + synfin
 
     # -- next expected sequence number before each row ---------------------------------
@@ -179,8 +193,8 @@ def analyze(cols: TcpColumns, stream: np.ndarray, dirn: np.ndarray, st: Analysis
     nxt_before = np.zeros(m, dtype=np.int64)
     advanced = np.zeros(m, dtype=bool)
     for k in (0, 1):
-        sel = D == k
-        gk = S * 2 + k
+        sel = is_d[k]
+        gk = gks[k]
         rel = np.where(sel, np.clip(end_u - base_s + _REL_BIAS, 1, _RANK_SHIFT - 1), 0)
         key = rank * _RANK_SHIFT + rel
         cm = np.maximum.accumulate(key) - rank * _RANK_SHIFT  # inclusive, 0 = none yet
@@ -193,10 +207,12 @@ def analyze(cols: TcpColumns, stream: np.ndarray, dirn: np.ndarray, st: Analysis
         nx_before = np.where(sel, val, nx_before)
         nx_has = np.where(sel, inb | car, nx_has)
     advanced = ~nx_has | (end_u > nx_before)
+    adv_d = []
     for k in (0, 1):
-        sel = D == k
-        la = _before(_ffill(sel & advanced, ss), ss)
-        t = np.where(la >= ss, T[np.maximum(la, 0)], dst["nx_time"][S * 2 + k])
+        sel = is_d[k]
+        adv_d.append(ffill(sel & advanced))
+        la = before(adv_d[k])
+        t = np.where(la >= ss, T[np.maximum(la, 0)], dst["nx_time"][gks[k]])
         nxt_before = np.where(sel, t, nxt_before)
     nx_raw = np.where(nx_has, nx_before & M32, 0)
 
@@ -216,12 +232,12 @@ def analyze(cols: TcpColumns, stream: np.ndarray, dirn: np.ndarray, st: Analysis
     reset = ACK != ack_prev
     dupack_after = np.zeros(m, dtype=np.int64)
     for k in (0, 1):
-        sel = D == k
+        sel = is_d[k]
         c = np.cumsum(dup & sel)
-        lr = _ffill(reset & sel, ss)
+        lr = ffill(reset & sel)
         c_at_lr = c[np.maximum(lr, 0)]
         c_before_start = np.where(ss > 0, c[np.maximum(ss - 1, 0)], 0)
-        val = np.where(lr >= ss, c - c_at_lr, dst["dupack"][S * 2 + k] + c - c_before_start)
+        val = np.where(lr >= ss, c - c_at_lr, dst["dupack"][gks[k]] + c - c_before_start)
         dupack_after = np.where(sel, val, dupack_after)
     rev_dup = np.where(has_other, dupack_after[po], dst["dupack"][Go])
 
@@ -248,15 +264,14 @@ def analyze(cols: TcpColumns, stream: np.ndarray, dirn: np.ndarray, st: Analysis
 
     # -- carry per-direction state --------------------------------------------------------
     for k in (0, 1):
-        sel = D == k
-        lastk = _ffill(sel, ss)
+        lastk = last_d[k]
         ends = np.append(starts[1:], m) - 1
         li = lastk[ends]
         have = li >= starts
         gsel = S[starts[have]] * 2 + k
         idx = li[have]
         nxn = np.maximum(np.where(nx_has[idx], nx_before[idx], end_u[idx]), end_u[idx])
-        adv_last = _ffill(sel & advanced, ss)[ends][have]
+        adv_last = adv_d[k][ends][have]
         adv_ok = adv_last >= starts[have]
         dst["nx_time"][gsel] = np.where(adv_ok, T[np.maximum(adv_last, 0)], dst["nx_time"][gsel])
         dst["nx_u"][gsel] = nxn
@@ -290,8 +305,8 @@ def _initial_rtt(S, T, F, ss, rank, starts, sst) -> np.ndarray:
     out = carried.copy()
     if cand.any():
         ci = np.flatnonzero(cand)
-        _, firsts = np.unique(S[ci], return_index=True)
-        ci = ci[firsts]
+        sc = S[ci]  # ascending (rows are in stream order): the first candidate of each stream
+        ci = ci[np.flatnonzero(np.r_[True, sc[1:] != sc[:-1]])]
         value = T[ci] - mru[ci]
         known_from = np.full(len(starts), m, dtype=np.int64)
         val_by_rank = np.zeros(len(starts), dtype=np.int64)
@@ -346,7 +361,8 @@ def _ack_rtt(S, D, T, F, seq_u, ack_u, end_u, L, synfin, starts, rank, base_s, s
             seg_base = base_s[starts][r_seg]
             key = r_seg * _RANK_SHIFT + np.clip(s_n - seg_base + _REL_BIAS, 1, _RANK_SHIFT - 1)
             j = np.searchsorted(cm, key, side="left")
-            lo = np.searchsorted(ap, s_pos, side="right")
+            acks_upto = np.cumsum(ackr)  # ack rows at or before each position (= searchsorted(ap, ., "right"))
+            lo = np.where(s_pos >= 0, acks_upto[np.maximum(s_pos, 0)], 0)
             j = np.maximum(j, lo)
             valid = j < len(ap)
             jj = np.minimum(j, len(ap) - 1)
