@@ -271,6 +271,7 @@ class AppLatency:
         if http.connections:
             out.append(("http_summary", json.dumps({
                 "connections": http.connections, "requests": self.count("http"), "unanswered": http.unanswered,
+                "incomplete_requests": http.incomplete,
                 "unmatched_responses": http.unmatched, "framing_errors": http.errors})))
         return out
 

@@ -148,6 +148,7 @@ class Http1:
         self.errors = 0  # framing errors (resynchronised)
         self.unanswered = 0
         self.unmatched = 0
+        self.incomplete = 0  # requests whose body never arrived whole (not counted as requests)
         self.connections = 0  # closed and forgotten
 
     def process(self, dv: Delivery) -> None:
@@ -173,8 +174,18 @@ class Http1:
                 self._gap(conn, side, k >> 1)
 
     def _gap(self, conn: HttpConn, side: _Side, stream: int) -> None:
+        self._cut_response(stream, side)
         side.buf, side.body, side.msg, side.lost = b"", None, None, True
         self._unanswered(stream, conn)
+
+    def _cut_response(self, stream: int, side: _Side) -> None:
+        """A response whose body never arrived whole: its request stays, unanswered (tshark counts
+        the request but no response either)."""
+        msg = side.msg
+        if side.body is not None and side.body.mode != "close" and msg is not None and msg[4] is not None:
+            self.unanswered += 1
+            self.samples.append((stream, msg[1], msg[2], None, msg[4], None, None, msg[7], None, msg[9]))
+            side.body, side.msg = None, None
 
     def _unanswered(self, stream: int, conn: HttpConn) -> None:
         """Requests whose response was never seen are kept, with no status and no end."""
@@ -277,6 +288,12 @@ class Http1:
             side = conn.server
             if side.body is not None and side.body.mode == "close":
                 self._complete(stream, side.msg)
+            self._cut_response(stream, side)
+            if conn.client.body is not None and conn.client.body.mode != "close" and conn.queue:
+                # the last request's body never arrived (the server had closed, or the capture
+                # ended): it was never a whole request, as tshark also counts it
+                conn.queue.pop()
+                self.incomplete += 1
             self._unanswered(stream, conn)
             self.connections += 1
 

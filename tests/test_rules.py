@@ -212,6 +212,24 @@ def test_cpu_saturation_counts_busy_cpu_not_iowait():
     assert by_key(waiting, "cpu_saturation") == []
 
 
+@pytest.mark.parametrize(("cpu_from", "query_is_cause"), [(50, True), (51, True), (38, False)])
+def test_a_query_that_starts_with_the_cpu_saturation_is_its_cause(cpu_from, query_is_cause):
+    """Eight full scans at once fill the CPUs: the query comes first in the story. CPUs that were
+    saturated well before the query slowed down are its cause instead."""
+    hot = level(5.0, 2500.0, n=12, burst=range(6, 8))
+    rows = (series("cpu.idle_pct", "cpu:all", level(70.0, 1.0, n=N, burst=range(cpu_from, 75)))
+            + series("cpu.iowait_pct", "cpu:all", [0.5] * N)
+            + series("pg.exec_ms_per_s", "query:-777", hot, source="pg_stat_statements", step=10)
+            + series("pg.exec_ms_per_s", "query:all", hot, source="pg_stat_statements", step=10))
+    tl = timeline(rows, entities=[entity("query:-777", "SELECT …", query="SELECT category FROM items")])
+    [cpu] = by_key(tl, "cpu_saturation")
+    [query] = by_key(tl, "slow_query")
+    if query_is_cause:
+        assert cpu["upstream"] == [query["id"]] and query["upstream"] == []
+    else:
+        assert query["upstream"] == [cpu["id"]] and cpu["upstream"] == []
+
+
 # -- network_retransmissions ----------------------------------------------------------------
 def test_network_retransmissions_are_summed_per_server_endpoint():
     rows = []

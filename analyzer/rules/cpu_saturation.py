@@ -73,13 +73,26 @@ def _top_processes(ctx: Context, start: dt.datetime, end: dt.datetime) -> list[d
     return per.sort(["total", "entity"], descending=[True, False]).head(3).filter(pl.col("mean") >= 20).to_dicts()
 
 
+def _relates(cause: Candidate, key: str, effect: Candidate) -> bool:
+    if key == "network_retransmissions":
+        return bool(effect.params.get("loopback"))
+    if key == "slow_query":
+        # both start together when the query's own executions are what fills the CPUs: then the
+        # query is the cause; a starved CPU slows queries down only when it came first
+        return seconds(effect.start - cause.start) > LEAD_S
+    return True
+
+
+LEAD_S = 5.0  # how much earlier the CPUs must have been saturated to be the cause of a slow query
+
+
 RULE = Rule(
     key="cpu_saturation",
     triggers=("cpu.busy_pct",),
     # a starved CPU delays everything; on loopback it also delays ACK processing and drains the
     # backlog late, which TCP sees as (spurious) retransmissions — on a real link loss is the link's
     explains=("event_loop_blocked", "slow_query", "network_retransmissions"),
-    relates=lambda cause, key, effect: key != "network_retransmissions" or bool(effect.params.get("loopback")),
+    relates=lambda cause, key, effect: _relates(cause, key, effect),
     title=(
         "CPUs saturated: {{ used|num }} % busy (not counting iowait) for {{ duration|num }} s"
         "{% if consumers %}, mostly {{ consumers|join(', ') }}{% endif %}"

@@ -128,6 +128,16 @@ def test_parser_edge_cases() -> None:
     h = _feed([(True, b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n"), (False, b"HTTP/1.1 200 OK\r\nContent-Le"),
                (False, b"ngth: 1\r\n\r\nyHTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")], gap_at=2)
     assert h.unanswered == 2 and [s[3] for s in h.samples] == [None, None]
+    # a request whose body never arrived whole (the server had closed; it answered with RST) was
+    # never a request, as in tshark; one whose body did arrive but got no answer is unanswered
+    h = _feed([(True, b"POST /c HTTP/1.1\r\nContent-Length: 4\r\n\r\nbody"), (False, b"HTTP/1.1 500 E\r\n"
+               b"Content-Length: 0\r\n\r\n"), (True, b"POST /c HTTP/1.1\r\nContent-Length: 4\r\n\r\nbo")])
+    assert [(s[2], s[3]) for s in h.samples] == [("/c", 500)] and h.incomplete == 1 and h.unanswered == 0
+    h = _feed([(True, b"POST /c HTTP/1.1\r\nContent-Length: 4\r\n\r\nbody")])
+    assert [(s[2], s[3]) for s in h.samples] == [("/c", None)] and h.incomplete == 0 and h.unanswered == 1
+    # a response cut before its body ended (the client reset the connection): the request stays
+    h = _feed([(True, b"GET /i/1 HTTP/1.1\r\n\r\n"), (False, b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n")])
+    assert [(s[2], s[3], s[6]) for s in h.samples] == [("/i/1", None, None)] and h.unanswered == 1
     assert looks_like_http(b"GET / HTTP/1.1\r\n", True) and looks_like_http(b"HTTP/1.1 200 OK\r\n", False)
     assert not looks_like_http(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", True)
     assert not looks_like_http(b"\x16\x03\x01\x00", True)
