@@ -396,6 +396,9 @@ def test_bundle_slow_query_has_the_highest_load_in_its_window(bundle):
     mean = metric(result, entity, "pg.mean_exec_ms")
     mean_in = max(v for ts, v in mean.items() if start < ts <= end + dt.timedelta(seconds=5))
     mean_out = sorted(v for ts, v in mean.items() if ts <= start or ts > end + dt.timedelta(seconds=15))
-    # per-call time rises under the burst (the data holds ~1.7x, not 5x: see the issue note)
-    assert mean_in > 1.3 * mean_out[len(mean_out) // 2]
+    # per-call time in the burst is many times its baseline, and outside the window every
+    # interval stays near that baseline (never within 5x of the burst)
+    assert mean_in >= 5 * mean_out[len(mean_out) // 2], (mean_in, mean_out[len(mean_out) // 2])
+    assert 5 * mean_out[-1] <= mean_in, (mean_in, mean_out[-1])
+    assert outside.get_column("value").max() <= 0.05 * peak
     assert "LIKE" in json.loads(result.entities.filter(pl.col("entity") == entity).get_column("attrs")[0])["query"]
