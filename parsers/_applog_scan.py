@@ -15,6 +15,7 @@ import polars as pl
 from parsers import _logprefix as lp
 from parsers._applog_access import ACCESS_RX
 from parsers._applog_slow import FAST_RX
+from parsers.lines import iter_line_blocks
 
 # lines that may make an event: Python looks at them (unless the column-wise paths take them)
 CANDIDATE_RX = (
@@ -29,32 +30,9 @@ TS_SLICE = 48  # characters of a line's head that hold its time (handed on to in
 
 
 def batches(stream: BinaryIO, batch_bytes: int) -> Iterator[bytes]:
-    """Blocks of whole lines (the last one may lack its newline), BOM dropped. Like
-    ``lines.iter_line_batches`` without counting the lines (the caller does, once)."""
-    rest = b""
-    first = True
-    while True:
-        chunk = stream.read(batch_bytes)
-        if not chunk:
-            break
-        if first:
-            first = False
-            if chunk.startswith(b"\xef\xbb\xbf"):
-                chunk = chunk[3:]
-        if rest:
-            chunk = rest + chunk
-        cut = chunk.rfind(b"\n")
-        if cut < 0:
-            rest = chunk
-            continue
-        if cut == len(chunk) - 1:
-            rest = b""
-            yield chunk
-        else:
-            rest = chunk[cut + 1 :]
-            yield chunk[: cut + 1]
-    if rest:
-        yield rest
+    """Blocks of whole lines (the last one may lack its newline), BOM dropped; the caller
+    counts the lines, once."""
+    return iter_line_blocks(stream, batch_bytes)
 
 
 def line_count(block: bytes) -> int:

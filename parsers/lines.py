@@ -46,10 +46,9 @@ def iter_lines(stream: BinaryIO) -> Iterator[tuple[int, str]]:
         yield number, clean(text)
 
 
-def iter_line_batches(stream: BinaryIO, batch_bytes: int = 16 * CHUNK) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(first_line_number, block)`` where block holds whole lines (ending with
-    ``\\n`` except possibly the very last one). For vectorised parsers."""
-    line_no = 1
+def iter_line_blocks(stream: BinaryIO, batch_bytes: int = 16 * CHUNK) -> Iterator[bytes]:
+    """Yield blocks of whole lines (ending with ``\\n`` except possibly the very last one),
+    a leading UTF-8 BOM dropped. For vectorised parsers that count lines themselves."""
     rest = b""
     first = True
     while True:
@@ -60,16 +59,29 @@ def iter_line_batches(stream: BinaryIO, batch_bytes: int = 16 * CHUNK) -> Iterat
             first = False
             if chunk.startswith(b"\xef\xbb\xbf"):
                 chunk = chunk[3:]
-        data = rest + chunk
-        cut = data.rfind(b"\n")
+        if rest:
+            chunk = rest + chunk
+        cut = chunk.rfind(b"\n")
         if cut < 0:
-            rest = data
+            rest = chunk
             continue
-        block, rest = data[: cut + 1], data[cut + 1:]
+        if cut == len(chunk) - 1:
+            rest = b""
+            yield chunk
+        else:
+            rest = chunk[cut + 1:]
+            yield chunk[: cut + 1]
+    if rest:
+        yield rest
+
+
+def iter_line_batches(stream: BinaryIO, batch_bytes: int = 16 * CHUNK) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(first_line_number, block)`` where block holds whole lines (ending with
+    ``\\n`` except possibly the very last one). For vectorised parsers."""
+    line_no = 1
+    for block in iter_line_blocks(stream, batch_bytes):
         yield line_no, block
         line_no += block.count(b"\n")
-    if rest:
-        yield line_no, rest
 
 
 def head_text(head: bytes) -> str:

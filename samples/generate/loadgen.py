@@ -134,16 +134,23 @@ async def fault_slow_query(client, rng, duration, stats, workers=8) -> dict:
     return {"requests": count, "concurrency": workers, "minutes": ALL_TIME_MINUTES}
 
 
-async def fault_threads(client, rng, duration, stats, rate=25.0) -> dict:
-    """Slow storage: many thumbnail renders block executor threads for 6-9 s each."""
+async def paced(client, rng, duration, stats, rate, kind, delays) -> int:
+    """`rate` requests/s of `kind` for `duration` s, each with a server-side delay drawn from
+    `delays`; waits for all of them and returns how many were sent."""
     end = time.time() + duration
     tasks = []
     while time.time() < end:
-        delay = rng.uniform(6.0, 9.0)
-        tasks.append(asyncio.create_task(one_request(client, rng, "thumbnail", stats, delay=delay)))
+        delay = rng.uniform(*delays)
+        tasks.append(asyncio.create_task(one_request(client, rng, kind, stats, delay=delay)))
         await asyncio.sleep(1.0 / rate)
     await asyncio.gather(*tasks)
-    return {"requests": len(tasks), "rate": rate}
+    return len(tasks)
+
+
+async def fault_threads(client, rng, duration, stats, rate=25.0) -> dict:
+    """Slow storage: many thumbnail renders block executor threads for 6-9 s each."""
+    sent = await paced(client, rng, duration, stats, rate, "thumbnail", (6.0, 9.0))
+    return {"requests": sent, "rate": rate}
 
 
 async def fault_resets(host, port, rng, duration, rate=30.0) -> dict:
@@ -173,14 +180,8 @@ async def fault_pool(client, rng, duration, stats, rate=4.0) -> dict:
     """Checkouts while the payment provider answers in 3-4 s: each holds a pooled connection
     (in a transaction) for that long, so the 10-connection pool runs dry and other requests
     time out waiting for a connection."""
-    end = time.time() + duration
-    tasks = []
-    while time.time() < end:
-        delay = rng.uniform(3.0, 4.0)
-        tasks.append(asyncio.create_task(one_request(client, rng, "checkout", stats, delay=delay)))
-        await asyncio.sleep(1.0 / rate)
-    await asyncio.gather(*tasks)
-    return {"requests": len(tasks), "rate": rate, "provider_delay_s": [3.0, 4.0]}
+    sent = await paced(client, rng, duration, stats, rate, "checkout", (3.0, 4.0))
+    return {"requests": sent, "rate": rate, "provider_delay_s": [3.0, 4.0]}
 
 
 async def _short_request(host, port) -> bool:
