@@ -42,7 +42,14 @@ class SingleSnapshots:
         for host, items in sorted(self.tables.items()):
             if len(items) < 2:
                 continue
-            m, e, d = _combine(host, items)
+            try:
+                m, e, d = _combine(host, items)
+            except Exception as exc:  # noqa: BLE001 - one odd set of files must not stop the load
+                diags.append(Diagnostic(code="parser_error", level="error", file=items[-1][0],
+                                        message=f"pg_stat_statements snapshots across {len(items)} files could "
+                                                f"not be combined ({type(exc).__name__}: {exc}); each file "
+                                                "keeps its own statement table"))
+                continue
             metrics.append(m)
             events.append(e)
             diags += d

@@ -75,3 +75,17 @@ def test_a_single_snapshot_file_alone_makes_no_series(tmp_path: Path, count: int
     tl = analyzer.load(str(tmp_path))
     assert pg_rows(tl).height == 0
     assert not any(d == "snapshots_across_files" for d in tl.diagnostics.get_column("code").to_list())
+
+
+def test_a_failure_to_combine_is_a_diagnostic_not_a_crash(tmp_path: Path, monkeypatch) -> None:
+    from analyzer import pgss_files
+
+    def broken(host, items):
+        raise ValueError("boom")
+
+    split(RESET_PAIR, tmp_path)
+    monkeypatch.setattr(pgss_files, "_combine", broken)
+    tl = analyzer.load(str(tmp_path))
+    [diag] = tl.diagnostics.filter(pl.col("code") == "parser_error").to_dicts()
+    assert "across 4 files could not be combined (ValueError: boom)" in diag["message"]
+    assert tl.tables["pg_statements"].get_column("file").n_unique() == 4
