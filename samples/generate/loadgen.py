@@ -240,8 +240,14 @@ async def fault_fdlimit(host, port, rng, duration, idle=1100) -> dict:
     return {"idle_connections": held, "attempted": idle}
 
 
-async def run_fault(name, offset, duration, t0, client, rng, stats, host, port, results, params) -> None:
+async def run_fault(name, offset, duration, t0, new_client, rng, stats, host, port, results, params) -> None:
+    """Each HTTP fault has clients of its own, which close their connections when it ends."""
     await asyncio.sleep(max(0.0, t0 + offset - time.time()))
+    async with new_client() as client:
+        await _run_fault(name, duration, client, rng, stats, host, port, results, params)
+
+
+async def _run_fault(name, duration, client, rng, stats, host, port, results, params) -> None:
     start = time.time()
     if name == "blocking":
         info = await fault_blocking(client, rng, duration, stats)
@@ -272,14 +278,14 @@ async def main_async(args) -> None:
     stats = Stats()
     results: list[dict] = []
     timeout = httpx.Timeout(60.0)
-    async with (
-        httpx.AsyncClient(
-            base_url=base, timeout=timeout, limits=httpx.Limits(max_connections=64), trust_env=False
-        ) as steady_client,
-        httpx.AsyncClient(
-            base_url=base, timeout=timeout, limits=httpx.Limits(max_connections=400), trust_env=False
-        ) as fault_client,
-    ):
+    async with httpx.AsyncClient(
+        base_url=base, timeout=timeout, limits=httpx.Limits(max_connections=64), trust_env=False
+    ) as steady_client:
+
+        def fault_client():
+            limits = httpx.Limits(max_connections=400)
+            return httpx.AsyncClient(base_url=base, timeout=timeout, limits=limits, trust_env=False)
+
         jobs = [
             run_fault(
                 f["name"],

@@ -32,7 +32,7 @@ import threading
 import time
 import urllib.request
 
-GENERATOR_VERSION = "1.1"
+GENERATOR_VERSION = "1.2"
 HERE = os.path.dirname(os.path.abspath(__file__))
 APT_PACKAGES = {
     "psql": "postgresql",
