@@ -32,7 +32,7 @@ from parsers._app_latency import (
     pg_per_second,
 )
 from parsers._capture_decode import TH_FIN, TH_RST
-from parsers._http1 import Http1, looks_like_http
+from parsers._http1 import Http1, looks_like_http, sample_frame
 from parsers._pgwire import PgWire, looks_like_pg
 from parsers._reassembly import Direction, flush, reassemble
 
@@ -245,15 +245,7 @@ class AppLatency:
         if not rows:
             return
         self.http.samples = []
-        cols = list(zip(*rows, strict=True))
-        self.http_parts.append(pl.DataFrame({
-            "stream": pl.Series(cols[0], dtype=pl.Int64), "method": pl.Series(cols[1], dtype=pl.Utf8),
-            "target": pl.Series(cols[2], dtype=pl.Utf8), "status": pl.Series(cols[3], dtype=pl.Int64),
-            "start": pl.Series(cols[4], dtype=pl.Int64), "first": pl.Series(cols[5], dtype=pl.Int64),
-            "end": pl.Series(cols[6], dtype=pl.Int64), "frame_start": pl.Series(cols[7], dtype=pl.Int64),
-            "frame_end": pl.Series(cols[8], dtype=pl.Int64),
-            "interim": pl.Series([",".join(map(str, x)) or None for x in cols[9]], dtype=pl.Utf8),
-        }))
+        self.http_parts.append(sample_frame(rows))
 
     # -- results ----------------------------------------------------------------------------
     def build(self) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, pl.DataFrame]]:

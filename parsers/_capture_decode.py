@@ -73,24 +73,25 @@ def _u8(buf: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return buf[np.minimum(idx, len(buf) - 1)].astype(np.int64)
 
 
+def _field(buf: np.ndarray, idx: np.ndarray, width: int, fmt: str) -> np.ndarray:
+    """A fixed-width integer field at ``idx`` of every packet (clamped to the buffer)."""
+    return byte_rows(buf, np.minimum(idx, len(buf) - width), width).view(fmt).reshape(-1)
+
+
 def _be16(buf: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    idx = np.minimum(idx, len(buf) - 2)
-    return byte_rows(buf, idx, 2).view(">u2").reshape(-1).astype(np.int64)
+    return _field(buf, idx, 2, ">u2").astype(np.int64)
 
 
 def _be32(buf: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    idx = np.minimum(idx, len(buf) - 4)
-    return byte_rows(buf, idx, 4).view(">u4").reshape(-1).astype(np.int64)
+    return _field(buf, idx, 4, ">u4").astype(np.int64)
 
 
 def _le32(buf: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    idx = np.minimum(idx, len(buf) - 4)
-    return byte_rows(buf, idx, 4).view("<u4").reshape(-1).astype(np.int64)
+    return _field(buf, idx, 4, "<u4").astype(np.int64)
 
 
 def _be64(buf: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    idx = np.minimum(idx, len(buf) - 8)
-    return byte_rows(buf, idx, 8).view(">u8").reshape(-1).astype(np.uint64)
+    return _field(buf, idx, 8, ">u8").astype(np.uint64)
 
 
 def decode(batch: RecordBatch, stats: DecodeStats) -> TcpColumns:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from collections import deque
 
+import polars as pl
+
 from parsers._reassembly import Delivery
 
 MAX_HEAD = 1 << 16
@@ -301,3 +303,16 @@ class Http1:
         """End of capture: responses read until close are complete; the rest is unanswered."""
         for stream in list(self.conns):
             self.forget(stream)
+
+
+def sample_frame(rows: list[tuple]) -> pl.DataFrame:
+    """``Http1.samples`` rows (or rows of the same layout from another engine) as a frame."""
+    cols = list(zip(*rows, strict=True))
+    return pl.DataFrame({
+        "stream": pl.Series(cols[0], dtype=pl.Int64), "method": pl.Series(cols[1], dtype=pl.Utf8),
+        "target": pl.Series(cols[2], dtype=pl.Utf8), "status": pl.Series(cols[3], dtype=pl.Int64),
+        "start": pl.Series(cols[4], dtype=pl.Int64), "first": pl.Series(cols[5], dtype=pl.Int64),
+        "end": pl.Series(cols[6], dtype=pl.Int64), "frame_start": pl.Series(cols[7], dtype=pl.Int64),
+        "frame_end": pl.Series(cols[8], dtype=pl.Int64),
+        "interim": pl.Series([",".join(map(str, x)) or None for x in cols[9]], dtype=pl.Utf8),
+    })

@@ -33,6 +33,7 @@ from typing import BinaryIO
 import polars as pl
 
 from parsers._app_latency import build_frames
+from parsers._http1 import sample_frame
 from parsers.base import Accounting, ParseContext, ParseResult
 from parsers.schema import UTC_NS
 
@@ -372,21 +373,12 @@ class _AppFromTshark:
                     req = None
                     if rf is not None and requests.get(rf):
                         k = answered.get(rf, 0)
-                        if c.startswith("1"):  # interim: the final response answers the same request
-                            k = max(k - 0, 0)
                         req = requests[rf][min(k, len(requests[rf]) - 1)]
-                        if not c.startswith("1"):
+                        if not c.startswith("1"):  # an interim response leaves the request open
                             answered[rf] = k + 1
                     took = float(times[i]) if i < len(times) and times[i] else None
                     start = ts - round(took * 1e9) if took is not None else (req[0] if req else ts)
                     out.append((s, req[1] if req else "", req[2] if req else "", int(c), start, ts, ts,
                                 rf or 0, frame, []))
         if out:
-            cols = list(zip(*out, strict=True))
-            self.http_parts.append(pl.DataFrame({
-                "stream": pl.Series(cols[0], dtype=pl.Int64), "method": pl.Series(cols[1], dtype=pl.Utf8),
-                "target": pl.Series(cols[2], dtype=pl.Utf8), "status": pl.Series(cols[3], dtype=pl.Int64),
-                "start": pl.Series(cols[4], dtype=pl.Int64), "first": pl.Series(cols[5], dtype=pl.Int64),
-                "end": pl.Series(cols[6], dtype=pl.Int64), "frame_start": pl.Series(cols[7], dtype=pl.Int64),
-                "frame_end": pl.Series(cols[8], dtype=pl.Int64),
-                "interim": pl.Series([None] * len(out), dtype=pl.Utf8)}))
+            self.http_parts.append(sample_frame(out))

@@ -358,41 +358,29 @@ def start_collectors(procs: Processes, pg: Postgres, out: str, work: str, app_po
         f"tcp port {app_port} or tcp port {pg.port}",
     ]
     procs.start("tcpdump", cmds["tcpdump"], stdout=subprocess.DEVNULL, env=env, stop_signal=signal.SIGINT)
-    cmds["iostat_text"] = ["iostat", "-xz", "-t", "1"]
-    procs.start(
-        "iostat_text",
-        cmds["iostat_text"],
-        stdout=open(os.path.join(out, "iostat.txt"), "w"),
-        env=env,
-        stop_signal=signal.SIGINT,
-    )
-    cmds["iostat_json"] = ["iostat", "-x", "-t", "-o", "JSON", "1"]
-    procs.start(
-        "iostat_json",
-        cmds["iostat_json"],
-        stdout=open(os.path.join(out, "iostat.json"), "w"),
-        env={**env, "S_TIME_FORMAT": "ISO"},
-        stop_signal=signal.SIGINT,
-    )
-    cmds["pidstat"] = ["pidstat", "-u", "-d", "1"]
-    procs.start(
-        "pidstat",
-        cmds["pidstat"],
-        stdout=open(os.path.join(out, "pidstat.txt"), "w"),
-        env=env,
-        stop_signal=signal.SIGINT,
-    )
+    for name, cmd, file, extra in (
+        ("iostat_text", ["iostat", "-xz", "-t", "1"], "iostat.txt", {}),
+        ("iostat_json", ["iostat", "-x", "-t", "-o", "JSON", "1"], "iostat.json", {"S_TIME_FORMAT": "ISO"}),
+        ("pidstat", ["pidstat", "-u", "-d", "1"], "pidstat.txt", {}),
+    ):
+        cmds[name] = cmd
+        procs.start(
+            name,
+            cmd,
+            stdout=open(os.path.join(out, file), "w"),
+            env={**env, **extra},
+            stop_signal=signal.SIGINT,
+        )
     psql = " ".join(shlex.quote(a) for a in pg.psql_cmd())
-    cmds["pgss_loop"] = (
-        f"while :; do {psql} -c {shlex.quote(PGSS_SNAPSHOT_SQL)} >> {shlex.quote(os.path.join(out, 'pgss_snapshots.csv'))}; "
-        "sleep $((10 - $(date +%s) % 10)); done"
-    )
-    procs.start("pgss_loop", ["bash", "-c", cmds["pgss_loop"]], stdout=subprocess.DEVNULL, env=env)
-    cmds["pgsa_loop"] = (
-        f"while :; do {psql} -c {shlex.quote(PGSA_SNAPSHOT_SQL)} >> {shlex.quote(os.path.join(out, 'pgsa_snapshots.csv'))}; "
-        "sleep $((5 - $(date +%s) % 5)); done"
-    )
-    procs.start("pgsa_loop", ["bash", "-c", cmds["pgsa_loop"]], stdout=subprocess.DEVNULL, env=env)
+    for name, sql, file, period in (
+        ("pgss_loop", PGSS_SNAPSHOT_SQL, "pgss_snapshots.csv", 10),
+        ("pgsa_loop", PGSA_SNAPSHOT_SQL, "pgsa_snapshots.csv", 5),
+    ):
+        cmds[name] = (
+            f"while :; do {psql} -c {shlex.quote(sql)} >> {shlex.quote(os.path.join(out, file))}; "
+            f"sleep $(({period} - $(date +%s) % {period})); done"
+        )
+        procs.start(name, ["bash", "-c", cmds[name]], stdout=subprocess.DEVNULL, env=env)
     return cmds
 
 
