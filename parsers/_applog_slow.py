@@ -66,10 +66,119 @@ def time_columns(df: pl.DataFrame) -> list[pl.Expr]:
     return [_wall(tsx).alias("wall"), off.alias("off_min")]
 
 
+# what varies between warnings of one callback and never reaches an attribute: the task's
+# name (taken per row first), a timer's due time, object addresses. Masked, the reprs of a log
+# collapse to a few distinct ones, and the regex work runs once per distinct repr.
+_NAME_RX = r"\bname=(?:'[^']*'|\"[^\"]*\")"
+_VARYING_RX = r"\bwhen=[-+.0-9eE]+| at 0x[0-9a-fA-F]+"
+
+
 def slow_frame(rows: pl.DataFrame, first_line: int) -> pl.DataFrame:
     """``rows``: i, line, ts (the line's own time text). Same columns as access frames."""
     line = pl.col("line")
-    repr_text = pl.col("repr")  # materialised once below: every use of an expression re-runs it
+    # literal splits and an end-anchored regex: a capture around ".*" costs ~10x more
+    frame = (
+        rows.lazy()
+        .with_columns(
+            line.str.splitn("Executing <", 2).alias("parts"),
+            line.str.extract(_SUFFIX_RX, 1).alias("suffix"),
+        )
+        .with_columns(
+            pl.col("parts").struct.field("field_0").alias("full_head"),
+            ("<" + pl.col("parts").struct.field("field_1")).str.strip_suffix(pl.col("suffix")).alias("repr"),
+            pl.col("suffix").str.extract(r"(\d+(?:\.\d+)?)", 1).alias("took_text"),
+        )
+        .with_columns(
+            pl.col("full_head").str.replace(_TS_RX, "").alias("head"),
+            pl.coalesce(
+                pl.col("repr").str.extract(r"\bname='([^']*)'", 1),
+                pl.col("repr").str.extract(r"\bname=\"([^\"]*)\"", 1),
+            ).alias("task_name"),
+            pl.col("repr").str.replace_all(_NAME_RX, "name=?").str.replace_all(_VARYING_RX, "").alias("key"),
+            pl.col("ts").str.strip_chars_start("[").alias("tsx"),
+        )
+        .select("i", "ts", "tsx", "took_text", "full_head", "head", "task_name", "key")
+        .collect()
+    )
+    kinds = _kinds(frame)
+    took = pl.col("took_text").cast(pl.Float64)
+    task = frag("task_name", pl.col("task_name"), not needs_escape(frame, ["task_name"]))
+    return (
+        frame.lazy()
+        .join(kinds.lazy(), on=["key", "head"], how="left")
+        .with_columns(time_columns(frame))
+        .select(
+            "wall",
+            "off_min",
+            took.alias("took_s"),
+            "entity",
+            pl.lit("loop.slow_callback").alias("kind"),
+            pl.when(took >= 1.0)
+            .then(pl.lit("high"))
+            .when(took >= 0.3)
+            .then(pl.lit("medium"))
+            .otherwise(pl.lit("low"))
+            .alias("severity"),
+            took.alias("value"),
+            pl.format("event loop blocked {} s by {}", "took_text", "label").alias("message"),
+            pl.concat_str(
+                [pl.lit("{"), pl.concat_str(["pre", task, "post"], separator=",", ignore_nulls=True), pl.lit("}")]
+            ).alias("attrs"),
+            (pl.col("i").cast(pl.Int64) + first_line).alias("line"),
+        )
+        .sort("line")
+        .collect()
+    )
+
+
+def _kinds(frame: pl.DataFrame) -> pl.DataFrame:
+    """Per distinct (masked repr, line head): entity, label and the attribute fragments
+    before (``pre``) and after (``post``) the per-row task name, as JSON text."""
+    pairs = frame.select("key", "head", "full_head").unique(subset=["key", "head"], keep="first")
+    pairs = pairs.join(_repr_facts(pairs.select("key").unique()), on="key", how="left")
+    pairs = pairs.join(_prefix_facts(pairs), on="head", how="left")
+    lane = (
+        pl.when(pl.col("pid").is_not_null()).then(pl.format("loop:{}", "pid")).otherwise(pl.lit("loop:main"))
+    )
+    name = pl.coalesce("coro", "callback")
+    nameable = name.is_not_null() & ~name.str.ends_with("Wrapper") & ~name.str.starts_with("<")
+    entity = (
+        pl.when(nameable & pl.col("where").is_not_null())
+        .then(pl.format("coro:{}@{}", name, "where"))
+        .when(nameable)
+        .then(pl.format("coro:{}", name))
+        .otherwise(lane)
+    )
+    pre = [frag("repr_family", pl.col("family")), frag("state", pl.col("state"))]
+    post = [
+        frag("coro", pl.col("coro")),
+        frag("coro_state", pl.col("coro_state")),
+        frag("created_at", pl.col("created_at")),
+        frag("callback", pl.col("callback")),
+        frag("running_at", pl.when(pl.col("coro_state") == "running").then(pl.col("where"))),
+        frag(
+            "defined_at",
+            pl.when(pl.col("coro").is_not_null() & (pl.col("coro_state") != "running")).then(pl.col("where")),
+        ),
+        frag("source", pl.when(pl.col("coro").is_null()).then(pl.col("where"))),
+        frag("lane", lane),
+        frag("logger", pl.col("logger")),
+        pl.when(pl.col("pid").is_not_null()).then(pl.format('"pid":{}', "pid")),
+        frag("level", pl.col("level")),
+    ]
+    joined = [pl.concat_str(part, separator=",", ignore_nulls=True) for part in (pre, post)]
+    return pairs.select(
+        "key",
+        "head",
+        entity.alias("entity"),
+        pl.coalesce(name, pl.col("family")).alias("label"),
+        *(pl.when(j != "").then(j).alias(n) for j, n in zip(joined, ("pre", "post"), strict=True)),
+    )
+
+
+def _repr_facts(reprs: pl.DataFrame) -> pl.DataFrame:
+    """What each distinct (masked) repr says: family, state, coroutine, where, callback."""
+    repr_text = pl.col("key")
     cls = repr_text.str.extract(r"^<(?:_asyncio\.)?(\w+)", 1)
     family = (
         pl.when(cls.str.ends_with("Task"))
@@ -88,33 +197,17 @@ def slow_frame(rows: pl.DataFrame, first_line: int) -> pl.DataFrame:
     )
     body = pl.col("body")
     is_handle = pl.col("family").is_in(["handle", "timerhandle"])
-    # literal splits and an end-anchored regex: a capture around ".*" costs ~10x more
-    frame = (
-        rows.lazy()
+    return (
+        reprs.lazy()
         .with_columns(
-            line.str.splitn("Executing <", 2).alias("parts"),
-            line.str.extract(_SUFFIX_RX, 1).alias("suffix"),
-        )
-        .with_columns(
-            pl.col("parts").struct.field("field_0").alias("full_head"),
-            ("<" + pl.col("parts").struct.field("field_1")).str.strip_suffix(pl.col("suffix")).alias("repr"),
-            pl.col("suffix").str.extract(r"(\d+(?:\.\d+)?)", 1).alias("took_text"),
-        )
-        .with_columns(
-            pl.col("repr")
-            .str.replace(r"^<(?:TimerHandle|Handle)\s+(?:cancelled\s+)?(?:when=\S+\s+)?", "")
+            repr_text.str.replace(r"^<(?:TimerHandle|Handle)\s+(?:cancelled\s+)?(?:when=\S+\s+)?", "")
             .alias("body"),
-            pl.col("full_head").str.replace(_TS_RX, "").alias("head"),
         )
         .with_columns(
             family.alias("family"),
             repr_text.str.extract(
                 r"^<(?:_asyncio\.)?\w+\s+(pending|finished|cancelled|cancelling)\b", 1
             ).alias("state"),
-            pl.coalesce(
-                repr_text.str.extract(r"\bname='([^']*)'", 1),
-                repr_text.str.extract(r"\bname=\"([^\"]*)\"", 1),
-            ).alias("task_name"),
             repr_text.str.extract_groups(coro_rx).alias("coro_parts"),
             repr_text.str.extract(r" created at ([^<>]+:\d+)>$", 1).alias("created_at"),
             body.str.extract(r"^([^\s(<]+)", 1).alias("cb_name"),
@@ -134,67 +227,7 @@ def slow_frame(rows: pl.DataFrame, first_line: int) -> pl.DataFrame:
             .alias("coro_state"),
             pl.when(is_handle).then(pl.col("src")).otherwise(pl.col("loc")).alias("where"),
         )
-        .collect()
-    )
-    heads = _prefix_facts(frame)
-    frame = frame.join(heads, on="head", how="left")
-    lane = (
-        pl.when(pl.col("pid").is_not_null()).then(pl.format("loop:{}", "pid")).otherwise(pl.lit("loop:main"))
-    )
-    name = pl.coalesce("coro", "callback")
-    nameable = name.is_not_null() & ~name.str.ends_with("Wrapper") & ~name.str.starts_with("<")
-    entity = (
-        pl.when(nameable & pl.col("where").is_not_null())
-        .then(pl.format("coro:{}@{}", name, "where"))
-        .when(nameable)
-        .then(pl.format("coro:{}", name))
-        .otherwise(lane)
-    )
-    took = pl.col("took_text").cast(pl.Float64)
-    text_cols = ["task_name", "coro", "created_at", "callback", "where", "logger"]
-    plain = not needs_escape(frame, text_cols)
-    frags = [
-        frag("repr_family", pl.col("family"), True),
-        frag("state", pl.col("state"), True),
-        frag("task_name", pl.col("task_name"), plain),
-        frag("coro", pl.col("coro"), plain),
-        frag("coro_state", pl.col("coro_state"), True),
-        frag("created_at", pl.col("created_at"), plain),
-        frag("callback", pl.col("callback"), plain),
-        frag("running_at", pl.when(pl.col("coro_state") == "running").then(pl.col("where")), plain),
-        frag(
-            "defined_at",
-            pl.when(pl.col("coro").is_not_null() & (pl.col("coro_state") != "running")).then(pl.col("where")),
-            plain,
-        ),
-        frag("source", pl.when(pl.col("coro").is_null()).then(pl.col("where")), plain),
-        frag("lane", lane, plain),
-        frag("logger", pl.col("logger"), plain),
-        pl.when(pl.col("pid").is_not_null()).then(pl.format('"pid":{}', "pid")),
-        frag("level", pl.col("level"), True),
-    ]
-    label = pl.coalesce(name, pl.col("family"))
-    return (
-        frame.lazy()
-        .with_columns(pl.col("ts").str.strip_chars_start("[").alias("tsx"))
-        .with_columns(time_columns(frame))
-        .select(
-            "wall",
-            "off_min",
-            took.alias("took_s"),
-            entity.alias("entity"),
-            pl.lit("loop.slow_callback").alias("kind"),
-            pl.when(took >= 1.0)
-            .then(pl.lit("high"))
-            .when(took >= 0.3)
-            .then(pl.lit("medium"))
-            .otherwise(pl.lit("low"))
-            .alias("severity"),
-            took.alias("value"),
-            pl.format("event loop blocked {} s by {}", "took_text", label).alias("message"),
-            attrs_object(frags).alias("attrs"),
-            (pl.col("i").cast(pl.Int64) + first_line).alias("line"),
-        )
+        .drop("body", "cb_name", "cb_wrapper", "src", "how", "loc")
         .collect()
     )
 
