@@ -35,11 +35,6 @@ def batches(stream: BinaryIO, batch_bytes: int) -> Iterator[bytes]:
     return iter_line_blocks(stream, batch_bytes)
 
 
-def line_count(block: bytes) -> int:
-    ends = int(np.count_nonzero(np.frombuffer(block, np.uint8) == 10))
-    return ends + (0 if block.endswith(b"\n") else 1)
-
-
 class Scanner:
     """Carries the last time-bearing line across batches, so an unprefixed line at the start
     of a batch inherits the time of the line before it wherever the batch boundary falls."""
@@ -47,6 +42,7 @@ class Scanner:
     def __init__(self, fast_rx: str = FAST_RX) -> None:
         self.carry_ts: str | None = None
         self.fast_rx = fast_rx  # which warnings take the column-wise path
+        self.lines = 0
 
     def candidates(self, block: bytes) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
         """Rows (i, line, ts, nul) of the lines Python must look at, i 0-based in the block,
@@ -56,7 +52,7 @@ class Scanner:
             frame = pl.read_lines(block)
         except Exception:  # invalid UTF-8: replace, the newlines stay where they were
             frame = pl.read_lines(block.decode("utf-8", "replace").encode())
-        n = frame.height
+        self.lines = n = frame.height  # the block's line count (a last line without its newline included)
         line = pl.col("line")
         if n == 0:
             empty = frame.select(pl.lit(0, pl.UInt32).alias("i"), "line", pl.lit(None, pl.Utf8).alias("ts"))

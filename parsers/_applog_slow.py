@@ -6,6 +6,7 @@ turns all slow callbacks into the per-second ``loop.stall_ms`` / ``loop.slow_cal
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import polars as pl
 
@@ -133,47 +134,51 @@ def slow_frame(rows: pl.DataFrame, first_line: int) -> pl.DataFrame:
 
 def _kinds(frame: pl.DataFrame) -> pl.DataFrame:
     """Per distinct (masked repr, line head): entity, label and the attribute fragments
-    before (``pre``) and after (``post``) the per-row task name, as JSON text."""
+    before (``pre``) and after (``post``) the per-row task name, as JSON text. The pairs are
+    few, so this part is plain Python (a polars plan would cost more than the work)."""
     pairs = frame.select("key", "head", "full_head").unique(subset=["key", "head"], keep="first")
-    pairs = pairs.join(_repr_facts(pairs.select("key").unique()), on="key", how="left")
-    pairs = pairs.join(_prefix_facts(pairs), on="head", how="left")
-    lane = (
-        pl.when(pl.col("pid").is_not_null()).then(pl.format("loop:{}", "pid")).otherwise(pl.lit("loop:main"))
-    )
-    name = pl.coalesce("coro", "callback")
-    nameable = name.is_not_null() & ~name.str.ends_with("Wrapper") & ~name.str.starts_with("<")
-    entity = (
-        pl.when(nameable & pl.col("where").is_not_null())
-        .then(pl.format("coro:{}@{}", name, "where"))
-        .when(nameable)
-        .then(pl.format("coro:{}", name))
-        .otherwise(lane)
-    )
-    pre = [frag("repr_family", pl.col("family")), frag("state", pl.col("state"))]
-    post = [
-        frag("coro", pl.col("coro")),
-        frag("coro_state", pl.col("coro_state")),
-        frag("created_at", pl.col("created_at")),
-        frag("callback", pl.col("callback")),
-        frag("running_at", pl.when(pl.col("coro_state") == "running").then(pl.col("where"))),
-        frag(
-            "defined_at",
-            pl.when(pl.col("coro").is_not_null() & (pl.col("coro_state") != "running")).then(pl.col("where")),
-        ),
-        frag("source", pl.when(pl.col("coro").is_null()).then(pl.col("where"))),
-        frag("lane", lane),
-        frag("logger", pl.col("logger")),
-        pl.when(pl.col("pid").is_not_null()).then(pl.format('"pid":{}', "pid")),
-        frag("level", pl.col("level")),
-    ]
-    joined = [pl.concat_str(part, separator=",", ignore_nulls=True) for part in (pre, post)]
-    return pairs.select(
-        "key",
-        "head",
-        entity.alias("entity"),
-        pl.coalesce(name, pl.col("family")).alias("label"),
-        *(pl.when(j != "").then(j).alias(n) for j, n in zip(joined, ("pre", "post"), strict=True)),
-    )
+    facts = {row["key"]: row for row in _repr_facts(pairs.select("key").unique()).iter_rows(named=True)}
+    heads = {row["head"]: row for row in _prefix_facts(pairs).iter_rows(named=True)}
+    out = []
+    for key, head, _ in pairs.iter_rows():
+        f, h = facts[key], heads[head]
+        pid = h["pid"]
+        lane = f"loop:{pid}" if pid is not None else "loop:main"
+        coro, state, where = f["coro"], f["coro_state"], f["where"]
+        name = coro if coro is not None else f["callback"]
+        if name is not None and not name.endswith("Wrapper") and not name.startswith("<"):
+            entity = f"coro:{name}@{where}" if where is not None else f"coro:{name}"
+        else:
+            entity = lane
+        pre = _frags((("repr_family", f["family"]), ("state", f["state"])))
+        post = _frags(
+            (
+                ("coro", coro),
+                ("coro_state", state),
+                ("created_at", f["created_at"]),
+                ("callback", f["callback"]),
+                ("running_at", where if state == "running" else None),
+                ("defined_at", where if coro is not None and state is not None and state != "running" else None),
+                ("source", where if coro is None else None),
+                ("lane", lane),
+                ("logger", h["logger"]),
+            )
+        )
+        tail = ([f'"pid":{pid}'] if pid is not None else []) + ([_frag("level", h["level"])] if h["level"] else [])
+        post = ",".join(filter(None, [post, *tail]))
+        out.append((key, head, entity, name if name is not None else f["family"], pre or None, post or None))
+    return pl.DataFrame(
+        out, schema=["key", "head", "entity", "label", "pre", "post"], orient="row"
+    ).cast(pl.Utf8)
+
+
+def _frag(key: str, value: str) -> str:
+    return f'"{key}":{json.dumps(value, ensure_ascii=False)}'
+
+
+def _frags(pairs: tuple[tuple[str, str | None], ...]) -> str:
+    """``"key":<json>`` joined by commas, skipping null and empty values (as ``frag`` does)."""
+    return ",".join(_frag(k, v) for k, v in pairs if v)
 
 
 def _repr_facts(reprs: pl.DataFrame) -> pl.DataFrame:
@@ -302,7 +307,8 @@ def stall_metrics(events: pl.DataFrame) -> pl.DataFrame:
             & pl.col("end").is_not_null()
         )
         .select(
-            pl.col("attrs").str.json_path_match("$.lane").fill_null("loop:main").alias("entity"),
+            # lanes are ``loop:<digits>`` / ``loop:main``: no JSON escapes, a plain extract reads them
+            pl.col("attrs").str.extract(r'"lane":"([^"\\]*)"', 1).fill_null("loop:main").alias("entity"),
             "ts",
             "end",
             "line",

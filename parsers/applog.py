@@ -38,7 +38,7 @@ import polars as pl
 from parsers import _logprefix as lp
 from parsers._applog_access import access_frame, finish
 from parsers._applog_events import Emitter, Record
-from parsers._applog_scan import Scanner, batches, line_count
+from parsers._applog_scan import Scanner, batches
 from parsers._applog_slow import FAST_RX, slow_frame, stall_metrics
 from parsers._asyncio_repr import SLOW_RE, WRAP_START_RE
 from parsers.base import Accounting, ParseContext, ParseResult
@@ -140,8 +140,8 @@ def parse(stream: BinaryIO, *, ctx: ParseContext) -> ParseResult:
     scanner = Scanner(FAST_RX)
     for block in batches(stream, BATCH_BYTES):
         first = total + 1
-        n_lines = line_count(block)
         rows, access, slow = scanner.candidates(block)
+        n_lines = scanner.lines
         pieces = [access_frame(access, first)] if access.height else []
         if slow.height:
             pieces.append(slow_frame(slow, first))
