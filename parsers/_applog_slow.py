@@ -61,10 +61,31 @@ def has_zone(df: pl.DataFrame) -> bool:
 
 
 def time_columns(df: pl.DataFrame) -> list[pl.Expr]:
-    """``wall`` and ``off_min`` from the ``ts`` text column (materialised once as ``tsx``)."""
-    tsx = pl.col("tsx")
-    off = _offset(tsx) if has_zone(df) else pl.lit(None, dtype=pl.Int64)
-    return [_wall(tsx).alias("wall"), off.alias("off_min")]
+    """``wall`` and ``off_min`` from the ``ts`` text column of ``df``, for a frame that holds
+    ``tsx`` (``ts`` without a leading ``[``)."""
+    tsx = df.get_column("ts").str.strip_chars_start("[")
+    off = _offset(pl.col("tsx")) if has_zone(df) else pl.lit(None, dtype=pl.Int64)
+    return [pl.lit(wall_series(tsx)).alias("wall"), off.alias("off_min")]
+
+
+_COMMON_CLOCK = "%Y-%m-%d %H:%M:%S,%3f"  # logging's default asctime
+
+
+def wall_series(tsx: pl.Series) -> pl.Series:
+    """``_wall`` of each text, by one strptime where the text is logging's default asctime
+    (milliseconds not followed by another digit) and by ``_wall`` for the rest."""
+    frame = pl.DataFrame({"tsx": tsx})
+    fast = frame.select(
+        pl.when(~pl.col("tsx").str.slice(23, 1).str.contains(r"^\d"))
+        .then(pl.col("tsx").str.slice(0, 23).str.to_datetime(_COMMON_CLOCK, time_unit="ns", strict=False))
+        .alias("wall")
+    ).get_column("wall")
+    missing = fast.is_null() & tsx.is_not_null()
+    if missing.any():
+        rows = missing.arg_true()
+        slow = frame.select(pl.col("tsx").gather(rows)).select(_wall(pl.col("tsx"))).to_series()
+        fast = fast.scatter(rows, slow)
+    return fast
 
 
 # what varies between warnings of one callback and never reaches an attribute: the task's
@@ -104,10 +125,10 @@ def slow_frame(rows: pl.DataFrame, first_line: int) -> pl.DataFrame:
     kinds = _kinds(frame)
     took = pl.col("took_text").cast(pl.Float64)
     task = frag("task_name", pl.col("task_name"), not needs_escape(frame, ["task_name"]))
+    frame = frame.with_columns(time_columns(frame))  # before the join: ``wall`` is a series in row order
     return (
         frame.lazy()
         .join(kinds.lazy(), on=["key", "head"], how="left")
-        .with_columns(time_columns(frame))
         .select(
             "wall",
             "off_min",
