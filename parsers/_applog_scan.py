@@ -122,14 +122,18 @@ class Scanner:
         if len(timed_rows):
             self.carry_ts = frame.get_column("line")[int(timed_rows[-1])][:TS_SLICE]
         lines = frame.get_column("line")
-        stamps = lines.gather(np.maximum(ts_row, 0)).str.slice(0, TS_SLICE)
+        sel_lines = lines.gather(sel)
+        stamps = sel_lines.str.slice(0, TS_SLICE)
+        borrowed = np.flatnonzero((ts_row != sel) & (ts_row >= 0))  # time from an earlier line
+        if len(borrowed):
+            stamps = stamps.scatter(borrowed, lines.gather(ts_row[borrowed]).str.slice(0, TS_SLICE))
         inherited = ts_row >= 0
         if not inherited.all():
             stamps = stamps.scatter(np.flatnonzero(~inherited), carried)
         sub = pl.DataFrame(
             {
                 "i": pl.Series(sel, dtype=pl.UInt32),
-                "line": lines.gather(sel),
+                "line": sel_lines,
                 "ts": stamps,
                 "tsl": tsl[sel],
                 "strict": (~pref | tb_next)[sel] | (sel == n - 1),
