@@ -393,7 +393,7 @@ class TextEngine:
         non-numeric cell are returned apart."""
         frames: list[pl.DataFrame] = []
         bad: list[pl.DataFrame] = []
-        for blk_id in rows.get_column("blk").unique().to_list():
+        for blk_id in rows.get_column("blk").unique(maintain_order=True).to_list():
             lay = self.by_id[blk_id]
             part = rows.filter(pl.col("blk") == blk_id)
             tok = pl.col("tok")

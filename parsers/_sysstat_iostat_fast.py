@@ -19,7 +19,6 @@ import re
 import numpy as np
 import polars as pl
 import pyarrow as pa
-from numpy.lib.stride_tricks import sliding_window_view
 
 from parsers import _sysstat as ss
 from parsers._sysstat_iostat import (
@@ -37,6 +36,7 @@ from parsers._sysstat_iostat import (
     Layout,
     TextEngine,
 )
+from parsers._sysstat_iostat_frame import arrow_series, long_frame
 
 PRIME_BYTES = 64 << 10  # the general engine sees at least this much first (it decides marker and time format)
 PIECE_BYTES = 512 << 10  # a batch the fast path declines is retried in pieces of about this size
@@ -147,7 +147,8 @@ def _plan(eng: TextEngine, arr: np.ndarray, ends: np.ndarray, tabs: bool) -> dic
     lens = ends - starts
     # the first 8 bytes of each line (zeros past the end of the block)
     if len(arr) >= 8:
-        head = sliding_window_view(arr, 8)[np.minimum(starts, len(arr) - 8)].view("<u8").ravel()
+        words = np.ndarray((len(arr) - 7,), "<u8", arr, 0, (1,))  # the (unaligned) 8 bytes at each offset
+        head = words[np.minimum(starts, len(arr) - 8)]
     else:
         head = np.zeros(n, np.uint64)
     for i in np.flatnonzero(starts > len(arr) - 8):
@@ -178,7 +179,7 @@ def _plan(eng: TextEngine, arr: np.ndarray, ends: np.ndarray, tabs: bool) -> dic
         got = pa.Array.from_buffers(pa.large_utf8(), len(sel_lens), [None, pa.py_buffer(offsets),
                                                                      pa.py_buffer(data)])
         got.validate(full=True)  # UTF-8
-        return pl.Series(pl.from_arrow(got))
+        return arrow_series(got)
 
     # headers: one layout of each kind, and the same one the carried block (if any) has
     cpu_lay = _one_layout(eng, "cpu", arr, starts, lens, cpu_hdr)
@@ -273,7 +274,9 @@ def _plan(eng: TextEngine, arr: np.ndarray, ends: np.ndarray, tabs: bool) -> dic
             continue
         assert lay is not None
         rows = np.flatnonzero(mask)
-        values, names = _table(lines.take(pa.array(rows)), lay, tabs)
+        # (indices from buffers: pa.array() would import pandas, a fifth of a second)
+        values, names = _table(lines.take(pa.Array.from_buffers(pa.int64(), len(rows), [None, pa.py_buffer(rows)])),
+                               lay, tabs)
         tables.append((lay, rows, values, names))
     return {"n": n, "blank": int(blank.sum()), "linux": heads, "stamp": stamp, "cpu_hdr": cpu_hdr,
             "dev_hdr": dev_hdr, "rep": rep, "hrep": hrep, "boot": boot, "row_ts": row_ts, "timed": timed,
@@ -293,7 +296,7 @@ def _one_layout(eng: TextEngine, kind: str, arr: np.ndarray, starts: np.ndarray,
         raise _Decline
     first = int(starts[rows[0]])
     if length and len(rows) > 1:
-        same = sliding_window_view(arr, length)[starts[rows[1:]]] == arr[first:first + length]
+        same = _cells(arr, starts[rows[1:]], length) == arr[first:first + length]
         if not same.all():
             raise _Decline
     try:
@@ -310,7 +313,7 @@ def _same_shape(arr: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> pl.Ser
     length = int(lens[0])
     if not length or (lens != length).any():
         return None
-    cells = sliding_window_view(arr, length)[starts]
+    cells = _cells(arr, starts, length)
     digit = (cells >= 48) & (cells <= 57)
     other = ~digit[0]
     if not (digit == digit[0]).all() or not (cells[:, other] == cells[0, other]).all():
@@ -323,7 +326,14 @@ def _same_shape(arr: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> pl.Ser
     offsets = np.arange(len(starts) + 1, dtype=np.int64) * length
     got = pa.Array.from_buffers(pa.large_utf8(), len(starts), [None, pa.py_buffer(offsets),
                                                                pa.py_buffer(cells.tobytes())])
-    return pl.Series(pl.from_arrow(got))
+    return arrow_series(got)
+
+
+def _cells(arr: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+    """The ``length`` bytes at each of ``starts`` as rows of a new array (gathered as one
+    ``length``-byte item each: much faster than a sliding window's rows)."""
+    items = np.ndarray((len(arr) - length + 1,), f"V{length}", arr, 0, (1,))
+    return items[starts].view(np.uint8).reshape(len(starts), length)
 
 
 def _last_kind(blank, linux, cpu_hdr, dev_hdr, stamp) -> int:
@@ -338,7 +348,7 @@ def _table(rows: pa.LargeBinaryArray, lay: Layout, tabs: bool) -> tuple[list[pl.
     or None)."""
     offsets = np.frombuffer(rows.buffers()[1], np.int64)[rows.offset:rows.offset + len(rows) + 1]  # type: ignore[arg-type]
     lo, hi = int(offsets[0]), int(offsets[-1])
-    data = pl.Series(np.frombuffer(rows.buffers()[2], np.uint8, count=hi - lo, offset=lo))  # type: ignore[arg-type]
+    data = arrow_series(pa.Array.from_buffers(pa.uint8(), hi - lo, [None, rows.buffers()[2]], offset=lo))
     if tabs:
         data = data.replace(_TAB, _WS)
     ws = data == _WS  # whitespace runs → one space (cpu rows keep one leading space: an empty cell)
@@ -405,7 +415,7 @@ def _commit(eng: TextEngine, first_line: int, plan: dict) -> None:
         # report numbers are needed later only to place reports without times and to pair
         # --pretty sub-tables (general engine rows); timed rows go without (4 bytes a row)
         need_rep = not plan["timed"] or eng.pretty
-        eng.frames.append(_long(lay, rows + first_line, rep[rows] if need_rep else None,
+        eng.frames.append(long_frame(lay, rows + first_line, rep[rows] if need_rep else None,
                                 None if row_ts is None else row_ts[rows],
                                 values, names))
     # carried state, as the general engine leaves it
@@ -419,35 +429,3 @@ def _commit(eng: TextEngine, first_line: int, plan: dict) -> None:
     if plan["ts_last"] is not None:
         eng.ts_carry = pl.Series([plan["ts_last"]], dtype=pl.Int64).cast(pl.Datetime("ns"))[0]
     eng.last_kind = plan["last_kind"]
-
-
-def _long(lay: Layout, lines: np.ndarray, rep: np.ndarray | None, ts: np.ndarray | None, values: list[pl.Series],
-          names: pl.Series | None) -> pl.DataFrame:
-    """Rows × columns → long metric rows, column after column (like an unpivot)."""
-    metrics = [m for _j, m, _f in lay.columns]
-    values = [v * f if f != 1.0 else v for v, (_j, _m, f) in zip(values, lay.columns, strict=True)]
-    if lay.kind == "dev" and "disk.await_ms" not in metrics and {
-            "disk.r_await_ms", "disk.w_await_ms", "disk.r_per_s", "disk.w_per_s"} <= set(metrics):
-        r, w, ra, wa = (values[metrics.index(m)].to_numpy() for m in
-                        ("disk.r_per_s", "disk.w_per_s", "disk.r_await_ms", "disk.w_await_ms"))
-        total = r + w
-        with np.errstate(divide="ignore", invalid="ignore"):
-            derived = np.where(total > 0, (r * ra + w * wa) / total, 0.0)
-        values = [*values, pl.Series(derived)]
-        metrics = [*metrics, "disk.await_ms"]
-    m, k = len(lines), len(metrics)
-    if ts is None:
-        ts_col = pl.repeat(None, m * k, dtype=pl.Datetime("ns"), eager=True)
-    else:
-        ts_col = pl.Series(np.tile(ts, k)).cast(pl.Datetime("ns"))
-    # string columns: copies of one series (entity) and a gather from the few names with
-    # UInt32 indices (numpy or Int64 indices take a much slower path)
-    if names is None:
-        entity = pl.repeat("cpu:all", m * k, eager=True)
-    else:
-        entity = pl.concat([("dev:" + names).alias("entity")] * k, rechunk=True)
-    metric = pl.Series(metrics, dtype=pl.Utf8).gather(pl.Series(np.repeat(np.arange(k, dtype=np.uint32), m)))
-    columns = {"line": np.tile(lines.astype(np.int64), k), "ts": ts_col}
-    if rep is not None:
-        columns["rep"] = np.tile(rep.astype(np.int32), k)
-    return pl.DataFrame({**columns, "entity": entity, "metric": metric, "value": pl.concat(values, rechunk=True)})
