@@ -55,7 +55,7 @@ def _blocks_into(stream: BinaryIO, batch_bytes: int) -> Iterator[bytes]:
             first = False
             if buf.startswith(b"\xef\xbb\xbf") and end >= 3:
                 start = 3
-        cut = buf.rfind(b"\n", start, end)
+        cut = buf.rfind(b"\n", max(start, have), end)  # the carried part holds no newline
         if cut < 0:
             have = end
             if start:
