@@ -27,8 +27,7 @@ def access_frame(rows: pl.DataFrame, first_line: int) -> pl.DataFrame:
     request = pl.col("request")
     tail = quoted.list.get(-1, null_on_oob=True).str.strip_chars_start(" ")
     head = quoted.list.get(-3, null_on_oob=True)
-    plain = not needs_escape(rows, ["line"])
-    return (
+    fields = (
         rows.lazy()
         .with_columns(
             pl.col("line").str.split('"').alias("quoted"),
@@ -51,6 +50,12 @@ def access_frame(rows: pl.DataFrame, first_line: int) -> pl.DataFrame:
             & (request.list.len() == 3)
         )
         .with_columns(pl.col("target").str.splitn("?", 2).struct.field("field_0").alias("path"))
+        .collect()
+    )
+    # every access line holds quotes; the fields taken out of it rarely need escaping
+    plain = not needs_escape(fields, ["method", "path", "target", "client"])
+    return (
+        fields.lazy()
         .select(
             pl.col("wall"),
             pl.col("off_min"),
