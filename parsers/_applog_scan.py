@@ -62,12 +62,15 @@ def _blocks_into(stream: BinaryIO, batch_bytes: int) -> Iterator[bytes]:
                 del buf[:start]
                 have -= start
             continue
-        yield bytes(buf[start : cut + 1])
-        rest = end - cut - 1
-        buf[:rest] = buf[cut + 1 : end]
+        with memoryview(buf) as view:
+            block = bytes(view[start : cut + 1])  # the one copy (slicing the bytearray would add one)
+            rest = end - cut - 1
+            view[:rest] = view[cut + 1 : end]
+        yield block
         have = rest
     if have:
-        yield bytes(buf[:have])
+        with memoryview(buf) as view:
+            yield bytes(view[:have])
 
 
 class Scanner:
