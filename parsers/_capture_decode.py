@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from parsers._capture_np import byte_rows
+from parsers._capture_np import byte_rows, unaligned
 from parsers._capture_reader import RecordBatch
 
 LINKTYPE_NAMES = {0: "NULL", 1: "EN10MB", 12: "RAW", 14: "RAW", 101: "RAW", 108: "LOOP", 113: "LINUX_SLL",
@@ -75,7 +75,9 @@ def _u8(buf: np.ndarray, idx: np.ndarray) -> np.ndarray:
 
 def _field(buf: np.ndarray, idx: np.ndarray, width: int, fmt: str) -> np.ndarray:
     """A fixed-width integer field at ``idx`` of every packet (clamped to the buffer)."""
-    return byte_rows(buf, np.minimum(idx, len(buf) - width), width).view(fmt).reshape(-1)
+    if len(buf) < width or not buf.flags.c_contiguous:
+        return byte_rows(buf, np.minimum(idx, len(buf) - width), width).view(fmt).reshape(-1)
+    return unaligned(buf, fmt)[np.minimum(idx, len(buf) - width)]
 
 
 def _be16(buf: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -110,13 +112,19 @@ def decode(batch: RecordBatch, stats: DecodeStats) -> TcpColumns:
             stats.unsupported[int(value)] = stats.unsupported.get(int(value), 0) + int((lt == value).sum())
 
     eth = lt == 1 if single in (None, 1) else np.zeros(n, dtype=bool)
+    eth_win = None  # Ethernet only: each frame's first 54 bytes (+2 before, so the IP header is aligned)
     if eth.any():
-        et = _be16(buf, start + 12)
+        if single == 1 and int(start.min()) >= 2 and int(start.max()) + 54 <= len(buf):
+            eth_win = byte_rows(buf, start - 2, 56)
+            et = eth_win[:, 14:16].view(">u2")[:, 0].astype(np.int64)
+        else:
+            et = _be16(buf, start + 12)
         pos = start + 14
         for _ in range(3):  # 802.1Q, 802.1ad, QinQ stacks
             tag = eth & ((et == VLAN_TPIDS[0]) | (et == VLAN_TPIDS[1]) | (et == VLAN_TPIDS[2])) & (pos + 4 <= end)
             if not tag.any():
                 break
+            eth_win = None
             et = np.where(tag, _be16(buf, pos + 2), et)
             pos = np.where(tag, pos + 4, pos)
         ethertype = np.where(eth & (start + 14 <= end), et, ethertype)
@@ -152,7 +160,7 @@ def decode(batch: RecordBatch, stats: DecodeStats) -> TcpColumns:
 
     is4 = (ethertype == ETH_IPV4) & (l3 + 20 <= end)
     is6 = (ethertype == ETH_IPV6) & (l3 + 40 <= end)
-    vbyte = _u8(buf, l3)
+    vbyte = eth_win[:, 16].astype(np.int64) if eth_win is not None else _u8(buf, l3)
     is4 &= (vbyte >> 4) == 4
     is6 &= (vbyte >> 4) == 6
     stats.add("ipv4", is4.sum())
@@ -160,7 +168,7 @@ def decode(batch: RecordBatch, stats: DecodeStats) -> TcpColumns:
     stats.add("link_header_truncated", (known & (ethertype == 0) & (l3 > end)).sum())
     stats.add("not_ip", (known & ~is4 & ~is6).sum())
 
-    fast = _fast_tcp(batch, l3, end, is4, is6, stats)
+    fast = _fast_tcp(batch, l3, end, is4, is6, stats, eth_win[:, 16:] if eth_win is not None else None)
     if fast is not None:
         return fast
     proto = np.full(n, -1, dtype=np.int64)
@@ -245,10 +253,11 @@ def decode(batch: RecordBatch, stats: DecodeStats) -> TcpColumns:
 
 
 def _fast_tcp(batch: RecordBatch, l3: np.ndarray, end: np.ndarray, is4: np.ndarray, is6: np.ndarray,
-              stats: DecodeStats) -> TcpColumns | None:
+              stats: DecodeStats, l3_win: np.ndarray | None = None) -> TcpColumns | None:
     """The common case in one gather: every IP packet is option-less IPv4 or extension-less
     IPv6 carrying an unfragmented TCP header with its 20 fixed bytes captured. Field reads
-    are column slices of one (n, 40|60)-byte window viewed as big-endian words."""
+    are column slices of one (n, 40|60)-byte window viewed as big-endian words (``l3_win``:
+    the first 40 bytes at ``l3`` of every packet, when already gathered)."""
     buf = batch.buf
     n = len(l3)
     ip = is4 | is6
@@ -257,8 +266,10 @@ def _fast_tcp(batch: RecordBatch, l3: np.ndarray, end: np.ndarray, is4: np.ndarr
     v6 = bool(is6.any())
     width = 60 if v6 else 40
     rows = np.flatnonzero(ip)
-    idx = np.minimum(l3[rows], len(buf) - width)
-    win = byte_rows(buf, idx, width)
+    if l3_win is not None and not v6 and len(rows) == n:
+        win = l3_win
+    else:
+        win = byte_rows(buf, np.minimum(l3[rows], len(buf) - width), width)
     w16 = win.view(">u2")
     w32 = win.view(">u4")
     if v6:
@@ -287,32 +298,38 @@ def _fast_tcp(batch: RecordBatch, l3: np.ndarray, end: np.ndarray, is4: np.ndarr
     stats.add("ipv6" if v6 else "ipv4", len(rows))
     stats.add("not_ip", n - len(rows))
     sel = np.flatnonzero(tcp_ok)
-    it = rows[sel]
+    if len(sel) == len(rows):  # every IP packet is TCP: column views instead of gathers
+        sel = slice(None)
+    if len(rows) == n and isinstance(sel, slice):  # ... and every packet is IP
+        it, l3_it, end_it, ts_it, len_it = np.arange(n), l3, end, batch.ts_ns, batch.origlen
+    else:
+        it = rows[sel]
+        l3_it, end_it, ts_it, len_it = l3[it], end[it], batch.ts_ns[it], batch.origlen[it]
     stats.add("tcp", len(it))
     if v6:
         total = ip_payload[sel]
-        payload = np.where(total > 0, total, end[it] - l3[it] - 40)
+        payload = np.where(total > 0, total, end_it - l3_it - 40)
         src_hi = w32[sel, 2].astype(np.uint64) << np.uint64(32) | w32[sel, 3]
         src_lo = w32[sel, 4].astype(np.uint64) << np.uint64(32) | w32[sel, 5]
         dst_hi = w32[sel, 6].astype(np.uint64) << np.uint64(32) | w32[sel, 7]
         dst_lo = w32[sel, 8].astype(np.uint64) << np.uint64(32) | w32[sel, 9]
-        l4 = l3[it] + 40
+        l4 = l3_it + 40
     else:
         total = ip_payload[sel]
-        payload = np.where(total > -20, total, end[it] - l3[it] - 20)  # total length 0: offload
+        payload = np.where(total > -20, total, end_it - l3_it - 20)  # total length 0: offload
         src_hi = np.zeros(len(it), dtype=np.uint64)
         dst_hi = src_hi
         src_lo = w32[sel, 3].astype(np.uint64)
         dst_lo = w32[sel, 4].astype(np.uint64)
-        l4 = l3[it] + 20
+        l4 = l3_it + 20
     th = thlen[sel]
     seglen = payload - th
     seglen = np.where(seglen >= 0, seglen, -1)
     payload_off = l4 + th
     return TcpColumns(
-        rec=it, ts_ns=batch.ts_ns[it], frame_len=batch.origlen[it], v6=np.full(len(it), v6),
+        rec=it, ts_ns=ts_it, frame_len=len_it, v6=np.full(len(it), v6),
         src_hi=src_hi, src_lo=src_lo, dst_hi=dst_hi, dst_lo=dst_lo,
         sport=t16[sel, 0].astype(np.int64), dport=t16[sel, 1].astype(np.int64),
         seq=t32[sel, 1].astype(np.int64), ack=t32[sel, 2].astype(np.int64),
         flags=(t16[sel, 6] & 0x01FF).astype(np.int64), window=t16[sel, 7].astype(np.int64), seglen=seglen,
-        payload_off=payload_off, payload_cap=np.clip(end[it] - payload_off, 0, np.maximum(seglen, 0)))
+        payload_off=payload_off, payload_cap=np.clip(end_it - payload_off, 0, np.maximum(seglen, 0)))

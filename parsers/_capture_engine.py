@@ -27,7 +27,16 @@ import polars as pl
 from parsers._capture_decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, DecodeStats, TcpColumns, decode
 from parsers._capture_flows import KNOWN_SERVER_PORTS, FlowTable
 from parsers._capture_reader import CaptureInfo, RecordBatch, iter_records
-from parsers._tcp_analysis import ANY_RETRANS, DUP_ACK, LOST, OOO, ZERO_WIN, AnalysisState, analyze
+from parsers._tcp_analysis import (
+    ANY_RETRANS,
+    DUP_ACK,
+    LOST,
+    OOO,
+    ZERO_WIN,
+    AnalysisState,
+    BatchAnalysis,
+    analyze,
+)
 from parsers.base import Accounting
 
 MAX_EVENTS_PER_KIND = 50_000
@@ -76,6 +85,8 @@ class _Events:
 _FLOW_COLS = ("s", "d", "sec", "packets", "bytes", "retrans", "dup", "zw", "ooo", "lost", "rst", "syn", "synack",
               "fin", "tmin", "tmax")
 FLUSH_BATCHES = 16
+_COUNTS = ("retrans", "dup", "zw", "ooo", "lost", "rst", "syn", "synack", "fin")
+_COUNTED = ANY_RETRANS | DUP_ACK | ZERO_WIN | OOO | LOST
 
 
 class _Accumulator:
@@ -83,7 +94,6 @@ class _Accumulator:
 
     def __init__(self) -> None:
         self.cols: dict[str, list[np.ndarray]] = {}
-        self.runs = 0
         self.batches = 0
 
     def add(self, name: str, values: np.ndarray) -> None:
@@ -94,23 +104,39 @@ class _Accumulator:
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-def _group_ep_rtt(b: np.ndarray, ep: np.ndarray, sec: np.ndarray, rtt: np.ndarray) -> pl.DataFrame:
-    """Median/max/count of RTT samples per (batch, endpoint, second), without the batch column.
-    The three keys are packed into one int64 when they fit (polars groups one integer column
-    several times faster than three)."""
-    aggs = (pl.col("rtt").median().alias("rtt_med"), pl.col("rtt").max().alias("rtt_max"), pl.len().alias("rtt_n"))
-    heads = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])  # b ascends: one run per batch
-    smin = np.minimum.reduceat(sec, heads)
-    rel = sec - np.repeat(smin, np.diff(np.r_[heads, len(b)]))
-    if len(heads) < 128 and int(ep.max()) < 1 << 24 and int(rel.max()) < 1 << 32:
-        key = (np.repeat(np.arange(len(heads), dtype=np.int64), np.diff(np.r_[heads, len(b)])) << 56) | (
-            ep << 32) | rel
-        out = pl.DataFrame({"k": key, "rtt": rtt}).group_by("k").agg(*aggs)
-        k = out.get_column("k").to_numpy()
-        return out.select(pl.Series("ep", (k >> 32) & 0xFFFFFF), pl.Series("sec", (k & 0xFFFFFFFF) + smin[k >> 56]),
-                          "rtt_med", "rtt_max", "rtt_n")
-    return (pl.DataFrame({"b": b, "ep": ep, "sec": sec, "rtt": rtt}).group_by("b", "ep", "sec").agg(*aggs)
-            .drop("b"))
+_RTT_BITS = 37  # RTT nanoseconds below 2**37 (137 s) share an int64 with a group number
+
+
+def _rtt_stats(inv: np.ndarray, n_groups: int, rtt_ns: np.ndarray) -> tuple[np.ndarray, ...] | None:
+    """Median/max (ms) and count of the RTT samples of each group ``inv`` (0..n_groups-1), with
+    one sort of (group, RTT) packed into an int64; the median is polars' (``lo + (hi - lo) * 0.5``
+    of the two middle samples). None when the values do not fit the packing."""
+    if not len(rtt_ns) or n_groups >= 1 << (63 - _RTT_BITS) or int(rtt_ns.max()) >= 1 << _RTT_BITS:
+        return None
+    packed = np.sort((inv << _RTT_BITS) | rtt_ns)
+    value = packed & ((1 << _RTT_BITS) - 1)
+    grp = packed >> _RTT_BITS
+    heads = np.flatnonzero(np.r_[True, grp[1:] != grp[:-1]])
+    count = np.diff(np.r_[heads, len(packed)])
+    lo = value[heads + (count - 1) // 2] / 1e6
+    hi = value[heads + count // 2] / 1e6
+    return grp[heads], lo + (hi - lo) * 0.5, value[heads + count - 1] / 1e6, count
+
+
+def _group_rtt(inv: np.ndarray, n_groups: int, rtt_ns: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``_rtt_stats``, or the same with polars when the values do not fit its packing."""
+    stats = _rtt_stats(inv, n_groups, rtt_ns)
+    if stats is not None:
+        return stats
+    out = (pl.DataFrame({"g": inv, "rtt": rtt_ns / 1e6}).group_by("g")
+           .agg(pl.col("rtt").median(), pl.col("rtt").max().alias("max"), pl.len().cast(pl.Int64).alias("n")))
+    return tuple(out.get_column(c).to_numpy() for c in ("g", "rtt", "max", "n"))
+
+
+def _dense(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct keys (sorted) and each key's index among them."""
+    keys = np.unique(key)
+    return keys, np.searchsorted(keys, key)
 
 
 class CaptureEngine:
@@ -168,7 +194,7 @@ class CaptureEngine:
         self.state.ensure(len(self.flows))
         result = analyze(cols, stream, dirn, self.state)
         frame = rb.first_record + cols.rec
-        self._aggregate(cols, stream, dirn, result.flags, result.rtt_ns, result.order)
+        self._aggregate(cols, stream, dirn, result)
         self._collect_events(cols, stream, dirn, result.flags, frame)
         if self.consumers:
             client = np.asarray(self.flows.client_dir, dtype=np.int64)[stream]
@@ -177,62 +203,89 @@ class CaptureEngine:
             for consumer in self.consumers:
                 consumer(batch)
 
-    def _aggregate(self, cols: TcpColumns, stream: np.ndarray, dirn: np.ndarray, flags: np.ndarray,
-                   rtt: np.ndarray, order: np.ndarray) -> None:
+    def _aggregate(self, cols: TcpColumns, stream: np.ndarray, dirn: np.ndarray, result: BatchAnalysis) -> None:
         """Per (stream, direction, second) sums over runs of the stream-sorted rows: no sort
         here; a (stream, second) split over several runs is merged when results are built."""
+        order = result.order
+        got = result.in_order
         if len(order) < len(stream):  # rows tshark does not analyse still count as packets
             rest = np.setdiff1d(np.arange(len(stream)), order, assume_unique=True)
             order = np.concatenate([order, rest])
-        S = stream[order]
-        sec = cols.ts_ns[order] // NS
-        T = cols.ts_ns[order]
-        D = dirn[order]
+            got = None
+        if got is None:
+            got = {"S": stream[order], "D": dirn[order], "T": cols.ts_ns[order], "F": cols.flags[order],
+                   "flags": result.flags[order], "rtt": result.rtt_ns[order]}
+        S, D, T, f, fl, R = got["S"], got["D"], got["T"], got["F"], got["flags"], got["rtt"]
+        sec = T // NS
         brk = np.ones(len(S), dtype=bool)
         brk[1:] = (S[1:] != S[:-1]) | (sec[1:] != sec[:-1])
         starts = np.flatnonzero(brk)
-        f = cols.flags[order]
-        fl = flags[order]
-        length = cols.frame_len[order]
-        columns = {
-            "retrans": (fl & ANY_RETRANS) != 0, "dup": (fl & DUP_ACK) != 0, "zw": (fl & ZERO_WIN) != 0,
-            "ooo": (fl & OOO) != 0, "lost": (fl & LOST) != 0, "rst": (f & TH_RST) != 0,
-            "syn": (f & (TH_SYN | TH_ACK)) == TH_SYN, "synack": (f & (TH_SYN | TH_ACK)) == (TH_SYN | TH_ACK),
-            "fin": (f & TH_FIN) != 0,
-        }
+        nr = len(starts)
+        run = np.cumsum(brk) - 1
+        g = run * 2 + D  # (run, direction) cell of every row
+        packets = np.bincount(g, minlength=2 * nr).reshape(nr, 2)
+        nbytes = np.bincount(g, weights=cols.frame_len[order], minlength=2 * nr).astype(np.int64).reshape(nr, 2)
+        # the counters are zero for most rows: count them on the rows with any flag only
+        hot = np.flatnonzero(((fl & _COUNTED) != 0) | ((f & (TH_RST | TH_SYN | TH_FIN)) != 0))
+        counts = {}
+        if len(hot):
+            fh, flh, gh = f[hot], fl[hot], g[hot]
+            for name, values in (
+                    ("retrans", (flh & ANY_RETRANS) != 0), ("dup", (flh & DUP_ACK) != 0), ("zw", (flh & ZERO_WIN) != 0),
+                    ("ooo", (flh & OOO) != 0), ("lost", (flh & LOST) != 0), ("rst", (fh & TH_RST) != 0),
+                    ("syn", (fh & (TH_SYN | TH_ACK)) == TH_SYN),
+                    ("synack", (fh & (TH_SYN | TH_ACK)) == (TH_SYN | TH_ACK)), ("fin", (fh & TH_FIN) != 0)):
+                counts[name] = np.bincount(gh[values], minlength=2 * nr).reshape(nr, 2)
+        zeros = np.zeros((nr, 2), dtype=np.int64)
         tmin, tmax = np.minimum.reduceat(T, starts), np.maximum.reduceat(T, starts)
         acc = self._acc
         S0, sec0 = S[starts], sec[starts]
         for d in (0, 1):
-            mine = D == d
-            packets = np.add.reduceat(mine.astype(np.int64), starts)
-            keep = packets > 0
+            keep = np.flatnonzero(packets[:, d])
             acc.add("s", S0[keep])
-            acc.add("d", np.full(int(keep.sum()), d, dtype=np.int64))
+            acc.add("d", np.full(len(keep), d, dtype=np.int64))
             acc.add("sec", sec0[keep])
-            acc.add("packets", packets[keep])
-            acc.add("bytes", np.add.reduceat(np.where(mine, length, 0), starts)[keep])
-            for name, values in columns.items():
-                acc.add(name, np.add.reduceat((values & mine).astype(np.int64), starts)[keep])
+            acc.add("packets", packets[keep, d])
+            acc.add("bytes", nbytes[keep, d])
+            for name in _COUNTS:
+                acc.add(name, counts.get(name, zeros)[keep, d])
             acc.add("tmin", tmin[keep])
             acc.add("tmax", tmax[keep])
-        R = rtt[order]
-        have = R >= 0
-        if have.any():
-            # per-run (stream, second) median/max, grouped for many batches at once in _flush
-            run = np.cumsum(brk) - 1
-            acc.add("run", run[have] + acc.runs)
-            acc.add("run_rtt", R[have] / 1e6)
-            acc.add("run_s", S0)
-            acc.add("run_sec", sec0)
-            acc.runs += len(starts)
-        have_rtt = rtt >= 0
-        if have_rtt.any():
-            n_rtt = int(have_rtt.sum())
-            acc.add("ep_b", np.full(n_rtt, acc.batches, dtype=np.int64))
-            acc.add("ep", self.flows.server_ids(stream[have_rtt]))
-            acc.add("ep_sec", cols.ts_ns[have_rtt] // NS)
-            acc.add("ep_rtt", rtt[have_rtt] / 1e6)
+        have = np.flatnonzero(R >= 0)
+        if len(have):
+            # RTT median/max per run (stream, second) and per (server endpoint, second) of this batch
+            rtt_ns = R[have]
+            rr = run[have]
+            head = np.r_[True, rr[1:] != rr[:-1]]  # runs ascend: groups are contiguous
+            group = np.cumsum(head) - 1
+            group_run = rr[head]
+            g, med, mx, count = _group_rtt(group, len(group_run), rtt_ns)
+            runs = group_run[g]
+            for name, values in (("frtt_s", S0[runs]), ("frtt_sec", sec0[runs]), ("frtt_med", med),
+                                 ("frtt_max", mx), ("frtt_n", count)):
+                acc.add(name, values)
+            ep = self.flows.server_ids(S0[group_run])[group]  # per run, then per sample
+            sec_h = sec[have]
+            smin = int(sec_h.min())
+            n_ep, span = int(ep.max()) + 1, int(sec_h.max()) - smin + 1
+            if n_ep * span <= 4 * len(ep) + 4096:  # few (endpoint, second) cells: a lookup table
+                cell = ep * span + (sec_h - smin)
+                used = np.zeros(n_ep * span, dtype=bool)
+                used[cell] = True
+                keys = np.flatnonzero(used)
+                inv = (np.cumsum(used) - 1)[cell]
+                k_ep, k_sec = keys // span, keys % span + smin
+            elif int(ep.max()) < 1 << 31 and span < 1 << 32:
+                keys, inv = _dense((ep << 32) | (sec_h - smin))
+                k_ep, k_sec = keys >> 32, (keys & 0xFFFFFFFF) + smin
+            else:  # seconds too far apart to pack (corrupt timestamps)
+                keys, inv = np.unique(np.stack([ep, sec_h], axis=1), axis=0, return_inverse=True)
+                inv = inv.reshape(-1)
+                k_ep, k_sec = keys[:, 0], keys[:, 1]
+            g, med, mx, count = _group_rtt(inv, len(keys), rtt_ns)
+            for name, values in (("ertt_ep", k_ep[g]), ("ertt_sec", k_sec[g]), ("ertt_med", med),
+                                 ("ertt_max", mx), ("ertt_n", count)):
+                acc.add(name, values)
         acc.batches += 1
         if acc.batches >= FLUSH_BATCHES:
             self._flush()
@@ -246,18 +299,13 @@ class CaptureEngine:
         flow = {name: acc.take(name) for name in _FLOW_COLS}
         if len(flow["s"]):
             self.flow_parts.append(pl.DataFrame(flow))
-        if "run" in acc.cols:
-            run, run_s, run_sec = acc.take("run"), acc.take("run_s"), acc.take("run_sec")
-            rt = (pl.DataFrame({"run": run, "rtt": acc.take("run_rtt")})
-                  .with_columns(pl.col("run").set_sorted()).group_by("run")  # runs ascend: a sorted key
-                  .agg(pl.col("rtt").median().alias("rtt_med"), pl.col("rtt").max().alias("rtt_max"),
-                       pl.len().cast(pl.Int64).alias("rtt_n")))
-            runs = rt.get_column("run").to_numpy()
-            self.flow_rtt_parts.append(rt.drop("run").with_columns(
-                pl.Series("s", run_s[runs]), pl.Series("sec", run_sec[runs])))
-        if "ep" in acc.cols:
-            self.ep_rtt_parts.append(_group_ep_rtt(acc.take("ep_b"), acc.take("ep"), acc.take("ep_sec"),
-                                                   acc.take("ep_rtt")))
+        if "frtt_s" in acc.cols:
+            self.flow_rtt_parts.append(pl.DataFrame({
+                "rtt_med": acc.take("frtt_med"), "rtt_max": acc.take("frtt_max"),
+                "rtt_n": acc.take("frtt_n").astype(np.int64), "s": acc.take("frtt_s"), "sec": acc.take("frtt_sec")}))
+            self.ep_rtt_parts.append(pl.DataFrame({
+                "ep": acc.take("ertt_ep"), "sec": acc.take("ertt_sec"), "rtt_med": acc.take("ertt_med"),
+                "rtt_max": acc.take("ertt_max"), "rtt_n": pl.Series(acc.take("ertt_n"), dtype=pl.get_index_type())}))
         self._acc = _Accumulator()
         if len(self.flow_parts) >= 16:  # keep the partial lists short
             self.flow_parts = [pl.concat(self.flow_parts)]

@@ -15,6 +15,7 @@ destination.
 from __future__ import annotations
 
 import ipaddress
+from bisect import bisect_left
 
 import numpy as np
 
@@ -22,12 +23,19 @@ from parsers._capture_decode import TH_ACK, TH_SYN, TcpColumns
 
 KNOWN_SERVER_PORTS = frozenset({1433, 1521, 2181, 2379, 3000, 3306, 4222, 5000, 5432, 5672, 6379, 6432, 8000,
                                 8080, 8081, 8443, 8888, 9000, 9042, 9092, 9200, 9300, 11211, 15672, 27017})
+_SLOTS = 1 << 16
 _M1, _M2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9)
 
 
 def _mix(h: np.ndarray, v: np.ndarray) -> np.ndarray:
     h = (h ^ v) * _M1
     return h ^ (h >> np.uint64(29))
+
+
+def _endpoint_hash(hi: np.ndarray, lo: np.ndarray, port: np.ndarray, v6: np.ndarray) -> np.ndarray:
+    h = _mix(np.full(len(hi), 0x243F6A8885A308D3, dtype=np.uint64), hi)
+    h = _mix(h, lo)
+    return _mix(h, (port.astype(np.uint64) << np.uint64(1)) | v6)
 
 
 def format_endpoint(v6: bool, hi: int, lo: int, port: int) -> str:
@@ -53,6 +61,8 @@ class FlowTable:
         self._last_seg: dict[int, int] = {}  # ck -> first row of its last new stream in this batch
         self._h_sorted = np.zeros(0, dtype=np.uint64)  # 4-tuple hashes seen so far, sorted ...
         self._h_ck = np.zeros(0, dtype=np.int64)  # ... and their ckid
+        self._slot_h = np.zeros(_SLOTS, dtype=np.uint64)  # direct-mapped cache of the same
+        self._slot_ck = np.full(_SLOTS, -1, dtype=np.int64)
         self.ep_names: list[str] = []  # server endpoints (``ip:port``) by id
         self._ep_index: dict[str, int] = {}
         self._sid = np.full(0, -1, dtype=np.int64)  # stream -> server endpoint id (-1: not yet known)
@@ -68,62 +78,45 @@ class FlowTable:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         sh, sl, dh, dl, sp, dp = cols.src_hi, cols.src_lo, cols.dst_hi, cols.dst_lo, cols.sport, cols.dport
         a_src = (sh < dh) | ((sh == dh) & ((sl < dl) | ((sl == dl) & (sp <= dp))))
-        dirn = np.where(a_src, 0, 1).astype(np.int64)
-        a_hi, a_lo, a_p = np.where(a_src, sh, dh), np.where(a_src, sl, dl), np.where(a_src, sp, dp)
-        b_hi, b_lo, b_p = np.where(a_src, dh, sh), np.where(a_src, dl, sl), np.where(a_src, dp, sp)
-        h = np.full(n, 0x243F6A8885A308D3, dtype=np.uint64)
-        for v in (a_hi, a_lo, b_hi, b_lo, (a_p.astype(np.uint64) << np.uint64(17))
-                  | (b_p.astype(np.uint64) << np.uint64(1)) | cols.v6.astype(np.uint64)):
-            h = _mix(h, v)
-        # group the rows by 4-tuple hash (file order kept within a group)
-        perm = np.argsort(h, kind="stable")
-        hs = h[perm]
-        brk = np.ones(n, dtype=bool)
-        brk[1:] = hs[1:] != hs[:-1]
-        g0 = np.flatnonzero(brk)
-        g_end = np.append(g0[1:], n)
-        uh = hs[g0]
-        known = self._h_sorted
-        at = np.minimum(np.searchsorted(known, uh), max(len(known) - 1, 0))
-        hit = known[at] == uh if len(known) else np.zeros(len(uh), dtype=bool)
-        ck_of = np.where(hit, self._h_ck[at] if len(known) else 0, -1)
-        fresh = np.flatnonzero(~hit)
-        if len(fresh):
-            for u, i in zip(fresh.tolist(), perm[g0[fresh]].tolist(), strict=True):
-                key = (int(cols.v6[i]), int(a_hi[i]), int(a_lo[i]), int(a_p[i]), int(b_hi[i]), int(b_lo[i]),
-                       int(b_p[i]))
-                ck = self.key_index.get(key)
-                if ck is None:
-                    ck = len(self.keys)
-                    self.key_index[key] = ck
-                    self.keys.append(key)
-                    self.ck_stream.append(-1)
-                    self.ck_base.append([0, 0, 0, 0])
-                ck_of[u] = ck
-            hs_all = np.concatenate([known, uh[fresh]])
-            ck_all = np.concatenate([self._h_ck, ck_of[fresh]])
-            srt = np.argsort(hs_all, kind="stable")
-            self._h_sorted, self._h_ck = hs_all[srt], ck_all[srt]
-        ckid = np.empty(n, dtype=np.int64)
-        ckid[perm] = np.repeat(ck_of, g_end - g0)
+        dirn = (~a_src).astype(np.int64)
+        # an order-independent hash of the two endpoints: no canonical swap needed per packet
+        v6 = cols.v6.astype(np.uint64)
+        h = _endpoint_hash(sh, sl, sp, v6) + _endpoint_hash(dh, dl, dp, v6)
+        ckid = self._lookup(h)
+        miss = np.flatnonzero(ckid < 0)
+        if len(miss):
+            self._register(cols, a_src, h, miss, ckid)
         flags = cols.flags
         pure_syn = (flags & (TH_SYN | TH_ACK)) == TH_SYN
-        uck = ck_of.tolist()
+        present = np.zeros(len(self.keys), dtype=bool)
+        present[ckid] = True
+        uck_arr = np.flatnonzero(present)
+        uck = uck_arr.tolist()
         base = self.ck_base
-        group_of = dict(zip(uck, range(len(uck)), strict=True))
         need = set(ckid[pure_syn].tolist())
         need.update(c for c in uck if not (base[c][0] and base[c][2]))
-        cur = np.asarray(self.ck_stream, dtype=np.int64)
-        stream = cur[ckid]
+        # current stream of each 4-tuple present (the table holds every 4-tuple ever seen)
+        slot_of = np.zeros(len(self.keys), dtype=np.intp)
+        slot_of[uck_arr] = np.arange(len(uck))
+        ck_stream = self.ck_stream
+        stream = np.array([ck_stream[c] for c in uck], dtype=np.int64)[slot_of[ckid]]
         if need:
+            wanted = np.zeros(len(self.keys), dtype=bool)
+            wanted[list(need)] = True
+            rows = np.flatnonzero(wanted[ckid])
+            rows = rows[np.argsort(ckid[rows], kind="stable")]  # grouped by 4-tuple, file order kept
+            ck_rows = ckid[rows]
+            g0 = np.flatnonzero(np.r_[True, ck_rows[1:] != ck_rows[:-1]])
+            g_end = np.append(g0[1:], len(rows))
+            syn_pos = np.flatnonzero(pure_syn[rows]).tolist()  # positions in ``rows`` of pure SYNs
             created: list[tuple[int, int, int, np.ndarray]] = []  # (first row, ck, dir, rows)
-            for ck in need:
-                u = group_of[ck]
-                created.extend(self._walk(ck, perm[g0[u]:g_end[u]], cols, dirn, pure_syn, stream))
+            for ck, a_, b_ in zip(ck_rows[g0].tolist(), g0.tolist(), g_end.tolist(), strict=True):
+                syn_at = [j - a_ for j in syn_pos[bisect_left(syn_pos, a_):bisect_left(syn_pos, b_)]]
+                created.extend(self._walk(ck, rows[a_:b_], cols, dirn, pure_syn, stream, syn_at))
             # number new streams in the order of their first packet, as tshark does
-            for first_row, ck, d, rows in sorted(created, key=lambda c: c[0]):
+            for first_row, ck, d, rows_ in sorted(created, key=lambda c: c[0]):
                 s = self._new_stream(ck, d)
-                stream[rows] = s
+                stream[rows_] = s
                 if self._last_seg.get(ck) == first_row:
                     self.ck_stream[ck] = s
             self._last_seg.clear()
@@ -144,13 +137,13 @@ class FlowTable:
         return stream, dirn
 
     def _walk(self, ck: int, rows: np.ndarray, cols: TcpColumns, dirn: np.ndarray, pure_syn: np.ndarray,
-              stream: np.ndarray) -> list[tuple[int, int, int, np.ndarray]]:
+              stream: np.ndarray, syn_at: list[int]) -> list[tuple[int, int, int, np.ndarray]]:
         """Split one 4-tuple's packets of this batch into streams (tshark's port-reuse rule).
         Rows continuing the current stream are written to ``stream``; new streams are
-        returned as (first row, ck, direction of the first packet, rows) for numbering."""
+        returned as (first row, ck, direction of the first packet, rows) for numbering.
+        ``syn_at``: positions in ``rows`` of the pure SYNs."""
         base = self.ck_base[ck]
         cur = self.ck_stream[ck]
-        syn_at = np.flatnonzero(pure_syn[rows]).tolist()
         created: list[tuple[int, int, int, np.ndarray]] = []
         k = 0
         n = len(rows)
@@ -210,6 +203,49 @@ class FlowTable:
             return 0 if b_p < a_p else 1
         return first_dir  # the first packet's destination serves
 
+    def _lookup(self, h: np.ndarray) -> np.ndarray:
+        """4-tuple id of each hash, -1 when unknown: a direct-mapped table on the hash's low
+        bits first, the sorted list of every known hash for the rest."""
+        slot = (h & np.uint64(_SLOTS - 1)).astype(np.intp)
+        return np.where(self._slot_h[slot] == h, self._slot_ck[slot], -1)
+
+    def _register(self, cols: TcpColumns, a_src: np.ndarray, h: np.ndarray, miss: np.ndarray,
+                  ckid: np.ndarray) -> None:
+        """Give the rows ``miss`` (not in the direct-mapped table) their 4-tuple ids (in ``ckid``),
+        from the sorted list of known hashes or as new 4-tuples."""
+        hm = h[miss]
+        uh, first, inv = np.unique(hm, return_index=True, return_inverse=True)
+        ck_of = np.full(len(uh), -1, dtype=np.int64)
+        if len(self._h_sorted):
+            at = np.minimum(np.searchsorted(self._h_sorted, uh), len(self._h_sorted) - 1)
+            hit = self._h_sorted[at] == uh
+            ck_of[hit] = self._h_ck[at[hit]]
+        new = ck_of < 0
+        for u, i in zip(np.flatnonzero(new).tolist(), miss[first[new]].tolist(), strict=True):
+            if a_src[i]:
+                key = (int(cols.v6[i]), int(cols.src_hi[i]), int(cols.src_lo[i]), int(cols.sport[i]),
+                       int(cols.dst_hi[i]), int(cols.dst_lo[i]), int(cols.dport[i]))
+            else:
+                key = (int(cols.v6[i]), int(cols.dst_hi[i]), int(cols.dst_lo[i]), int(cols.dport[i]),
+                       int(cols.src_hi[i]), int(cols.src_lo[i]), int(cols.sport[i]))
+            ck = self.key_index.get(key)
+            if ck is None:
+                ck = len(self.keys)
+                self.key_index[key] = ck
+                self.keys.append(key)
+                self.ck_stream.append(-1)
+                self.ck_base.append([0, 0, 0, 0])
+            ck_of[u] = ck
+        ckid[miss] = ck_of[inv.reshape(-1)]
+        if new.any():
+            hs_all = np.concatenate([self._h_sorted, uh[new]])
+            ck_all = np.concatenate([self._h_ck, ck_of[new]])
+            srt = np.argsort(hs_all, kind="stable")
+            self._h_sorted, self._h_ck = hs_all[srt], ck_all[srt]
+        slot = (uh & np.uint64(_SLOTS - 1)).astype(np.intp)  # the latest 4-tuples take the slots
+        self._slot_h[slot] = uh
+        self._slot_ck[slot] = ck_of
+
     # -- descriptions --------------------------------------------------------------------
     def server_ids(self, streams: np.ndarray) -> np.ndarray:
         """Id (index into ``ep_names``) of the server endpoint of each of ``streams``, as
@@ -221,7 +257,9 @@ class FlowTable:
         ids = self._sid[streams]
         miss = ids < 0
         if miss.any():
-            for s in np.unique(streams[miss]).tolist():
+            todo = np.zeros(len(self.stream_ck), dtype=bool)  # the distinct streams without an id, no sort
+            todo[streams[miss]] = True
+            for s in np.flatnonzero(todo).tolist():
                 name = self.endpoints(s)[1]
                 i = self._ep_index.get(name)
                 if i is None:

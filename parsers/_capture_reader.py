@@ -4,9 +4,10 @@ gzip-compressed either way.
 
 The walk yields ``RecordBatch``es: one contiguous buffer plus numpy columns describing
 the packet records in it (data offset, captured/original length, UTC nanoseconds, link
-type, file offset). Only the record-header walk is per-record Python; everything else is
-gathered with numpy. Batches are bounded (``CHUNK_BYTES``/``MAX_RECORDS``), so memory
-does not depend on the capture size.
+type, file offset). The record-header walk follows the length chain with numpy
+(``_capture_pcapwalk``; pcapng's non-packet blocks are walked one by one); uncompressed
+pcap is read straight into the batch buffers. Batches are bounded (``CHUNK_BYTES``/
+``MAX_RECORDS``), so memory does not depend on the capture size.
 
 Accounting: a record is a packet record (pcap record, EPB, SPB, PB). Structural pcapng
 blocks (SHB, IDB, NRB, ISB, DSB, custom, unknown) are not records: they are walked and
@@ -27,13 +28,16 @@ import numpy as np
 from parsers._capture_np import byte_rows
 from parsers._capture_np import gather_u16 as _gather_u16
 from parsers._capture_np import gather_u32 as _gather_u32
-from parsers._capture_pcapwalk import record_chain
+from parsers._capture_pcapwalk import epb_chain, record_chain
 from parsers.base import Accounting
 
 CHUNK_BYTES = 8 << 20
 MAX_RECORDS = 1 << 17
 MAX_CAPLEN = 1 << 18  # Wireshark's largest standard record (262144); bigger means corruption
 PAD = 256  # zero bytes after each batch buffer so header gathers never index out of range
+EPB_WINDOW = 1 << 18  # pcapng: bytes scanned for a run of enhanced packet blocks (grows to 4x)
+EPB_MIN_RUN = 16  # shorter runs: the blocks are walked one by one ...
+EPB_PAUSE = 256  # ... for this many blocks
 
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1000), b"\xa1\xb2\xc3\xd4": (">", 1000),
@@ -91,6 +95,19 @@ class _Prepend:
     def __init__(self, head: bytes, raw: BinaryIO) -> None:
         self.head, self.raw = head, raw
 
+    def readinto(self, b: memoryview) -> int:
+        if self.head:
+            k = min(len(b), len(self.head))
+            b[:k] = self.head[:k]
+            self.head = self.head[k:]
+            return k
+        readinto = getattr(self.raw, "readinto", None)
+        if readinto is None:
+            data = self.raw.read(len(b))
+            b[:len(data)] = data
+            return len(data)
+        return readinto(b) or 0
+
     def read(self, n: int = -1) -> bytes:
         if self.head:
             if n is None or n < 0:
@@ -109,6 +126,24 @@ class _SafeReader:
     def __init__(self, raw: BinaryIO, acct: Accounting, gzipped: bool) -> None:
         self.raw, self.acct, self.gzipped = raw, acct, gzipped
         self.failed = False
+
+    def read_chunk(self, rest: bytes | np.ndarray, n: int) -> np.ndarray | bytes:
+        """``rest`` followed by up to ``n`` more bytes and PAD zero bytes. Uncompressed input is
+        read straight into one numpy buffer (no intermediate ``bytes`` to copy again)."""
+        if self.gzipped or not isinstance(self.raw, _Prepend):
+            return b"".join((bytes(rest), self.read(n), bytes(PAD)))
+        keep = len(rest)
+        buf = np.empty(keep + n + PAD, dtype=np.uint8)
+        buf[:keep] = np.frombuffer(rest, dtype=np.uint8) if isinstance(rest, bytes) else rest
+        view = memoryview(buf)
+        got = keep
+        while got < keep + n:
+            k = self.raw.readinto(view[got:keep + n])
+            if not k:
+                break
+            got += k
+        buf[got:got + PAD] = 0
+        return buf[:got + PAD]
 
     def read(self, n: int) -> bytes:
         if self.failed:
@@ -182,12 +217,10 @@ def _walk_pcap(reader: _SafeReader, first: bytes, acct: Accounting, info: Captur
     rest = b""
     record_no = 1
     eof = False
-    pad = bytes(PAD)
     while not eof:
-        more = reader.read(CHUNK_BYTES)
-        eof = not more
-        data = b"".join((rest, more, pad))  # batches are views of it; PAD zero bytes after the end
+        data = reader.read_chunk(rest, CHUNK_BYTES)  # batches are views of it; PAD zero bytes after the end
         n = len(data) - PAD
+        eof = n == len(rest)
         positions, pos, corrupt = record_chain(data, n, order, cap_limit, 1_000_000_000 // divisor)
         for first in range(0, len(positions), MAX_RECORDS):
             part = positions[first:first + MAX_RECORDS]
@@ -196,7 +229,7 @@ def _walk_pcap(reader: _SafeReader, first: bytes, acct: Accounting, info: Captur
             record_no += len(part)
         if corrupt:
             acct.total += 1
-            acct.skip("decode_error", offset=data_off + pos, text=data[pos:pos + 16].hex(),
+            acct.skip("decode_error", offset=data_off + pos, text=bytes(data[pos:pos + 16]).hex(),
                       message=f"record at offset {data_off + pos} claims {corrupt} captured bytes "
                               f"(snaplen {snaplen}): corrupt record header; stopped reading here")
             info.bytes_read = data_off + pos
@@ -204,8 +237,9 @@ def _walk_pcap(reader: _SafeReader, first: bytes, acct: Accounting, info: Captur
         rest = data[pos:n]
         data_off += pos
         info.bytes_read = data_off
-    if rest:
+    if len(rest):
         acct.total += 1
+        rest = bytes(rest)
         need = "a 16-byte record header" if len(rest) < 16 else f"{16 + caplen_at(rest, 8)[0]} bytes"
         acct.skip("truncated_record", offset=data_off, text=rest[:16].hex(),
                   message=f"last record at offset {data_off} cut short: {len(rest)} bytes present, "
@@ -218,7 +252,7 @@ def _slice_buffer(data: bytes, start: int, end: int) -> np.ndarray:
     return buf
 
 
-def _pcap_batch(data: bytes, start: int, end: int, positions: np.ndarray, order: str, divisor: int,
+def _pcap_batch(data: bytes | np.ndarray, start: int, end: int, positions: np.ndarray, order: str, divisor: int,
                 linktype: int, data_off: int, record_no: int) -> RecordBatch:
     """``data`` holds at least PAD bytes after ``end``: the batch buffer is a view, not a copy."""
     buf = np.frombuffer(data, dtype=np.uint8, count=end - start + PAD, offset=start)
@@ -228,7 +262,8 @@ def _pcap_batch(data: bytes, start: int, end: int, positions: np.ndarray, order:
     ts_ns = fields[:, 0] * 1_000_000_000 + fields[:, 1] * divisor
     return RecordBatch(buf=buf, data_off=pos + 16, caplen=fields[:, 2], origlen=fields[:, 3], ts_ns=ts_ns,
                        linktype=np.full(len(pos), linktype, dtype=np.int64),
-                       file_off=pos + start + data_off, first_record=record_no, raw=data, raw_base=start)
+                       file_off=pos + start + data_off, first_record=record_no,
+                       raw=data if isinstance(data, bytes) else None, raw_base=start if isinstance(data, bytes) else 0)
 
 
 # -- pcapng -----------------------------------------------------------------------------
@@ -253,11 +288,13 @@ def _walk_pcapng(reader: _SafeReader, first: bytes, acct: Accounting, info: Capt
     data = first
     record_no = 1
     eof = False
+    window, pause = EPB_WINDOW, 0  # vectorised EPB runs: bytes scanned at once; blocks to walk singly first
     while not eof:
         more = reader.read(CHUNK_BYTES)
         eof = not more
         data = data + more if data else more
         n = len(data)
+        arr = np.frombuffer(data, dtype=np.uint8)
         pos = 0
         stop = False
         while True:
@@ -290,6 +327,17 @@ def _walk_pcapng(reader: _SafeReader, first: bytes, acct: Accounting, info: Capt
                     break
                 if pos + blen > n:
                     break
+                if btype == BLOCK_EPB and order and pause <= 0:
+                    run_pos, run_len = epb_chain(arr, pos, n, order, MAX_RECORDS - len(rec_pos), window)
+                    if len(run_pos) >= EPB_MIN_RUN:
+                        rec_pos.extend(run_pos.tolist())
+                        rec_kind.extend([BLOCK_EPB] * len(run_pos))
+                        rec_len.extend(run_len.tolist())
+                        pos = int(run_pos[-1] + run_len[-1])
+                        window = min(2 * window, 4 * EPB_WINDOW)
+                        continue
+                    window, pause = EPB_WINDOW, EPB_PAUSE  # other blocks interleave: one at a time for a while
+                pause -= 1
                 if btype == BLOCK_EPB or btype == BLOCK_SPB or btype == BLOCK_PB:
                     rec_pos.append(pos)
                     rec_kind.append(btype)

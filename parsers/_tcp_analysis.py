@@ -27,6 +27,7 @@ import numpy as np
 
 from parsers._capture_decode import TH_ACK, TH_FIN, TH_RST, TH_SYN, TcpColumns
 from parsers._capture_np import stable_argsort
+from parsers._tcp_rtt import _RANK_SHIFT, _REL_BIAS, _ack_rtt, _clip_rel, _initial_rtt
 
 # analysis flag bits (per packet)
 RETRANS, FAST, SPURIOUS, OOO, LOST, DUP_ACK, ZERO_WIN, ZW_PROBE, KEEP_ALIVE = (1 << i for i in range(9))
@@ -35,9 +36,6 @@ _KA_BIT, _ZWP_BIT = 1, 2  # lastsegmentflags bits that matter
 M32 = 0xFFFFFFFF
 OOO_DEFAULT_NS = 3_000_000
 FAST_WINDOW_NS = 20_000_000
-PENDING_MAX_AGE_NS = 120 * 1_000_000_000
-_REL_BIAS = 1 << 36
-_RANK_SHIFT = 1 << 40
 
 _DIR_FIELDS = ("sp_set", "sp_raw", "sp_u", "nx_set", "nx_u", "nx_time", "lastack", "last_time", "window",
                "dupack", "lastflags")
@@ -74,6 +72,8 @@ class BatchAnalysis:
     flags: np.ndarray  # per packet (file order) analysis bits
     rtt_ns: np.ndarray  # ACK RTT measured at this packet, -1 when none
     order: np.ndarray  # the analysed rows in stream order (rows without a known length excluded)
+    # columns already gathered in ``order`` (stream, dir, time, TCP flags, analysis flags, RTT), to reuse
+    in_order: dict[str, np.ndarray] | None = None
 
 
 def _wrap(x: np.ndarray) -> np.ndarray:
@@ -96,18 +96,24 @@ def _before(last_incl: np.ndarray, ss: np.ndarray) -> np.ndarray:
 
 
 def analyze(cols: TcpColumns, stream: np.ndarray, dirn: np.ndarray, st: AnalysisState) -> BatchAnalysis:
-    """Analyse one batch (rows in file order; ``stream``/``dirn`` from the flow table)."""
+    """Analyse one batch (rows in file order; ``stream``/``dirn`` from the flow table).
+
+    Row indexes of "the previous row" are -1 or the last row of the previous stream when a
+    stream has none in the batch: gathers read that harmless neighbour (no clipping) and the
+    few such rows then take the carried per-direction state instead (``prev``)."""
     n = len(cols)
     flags_out = np.zeros(n, dtype=np.int64)
     rtt_out = np.full(n, -1, dtype=np.int64)
     ok = cols.seglen >= 0  # tshark does not analyse segments whose length it cannot know
-    rows = np.flatnonzero(ok)
-    if len(rows) == 0:
-        return BatchAnalysis(flags_out, rtt_out, rows)
-    order = rows[stable_argsort(stream[rows])]
+    if ok.all():
+        order = stable_argsort(stream)
+    else:
+        rows = np.flatnonzero(ok)
+        if len(rows) == 0:
+            return BatchAnalysis(flags_out, rtt_out, rows)
+        order = rows[stable_argsort(stream[rows])]
     S = stream[order]
     D = dirn[order]
-    G = S * 2 + D
     T = cols.ts_ns[order]
     SEQ = cols.seq[order]
     ACK = cols.ack[order]
@@ -117,9 +123,13 @@ def analyze(cols: TcpColumns, stream: np.ndarray, dirn: np.ndarray, st: Analysis
     m = len(order)
     pos = np.arange(m, dtype=np.int32)  # row indexes as int32: half the memory traffic
     first = np.ones(m, dtype=bool)
-    first[1:] = S[1:] != S[:-1]
-    ss = np.maximum.accumulate(np.where(first, pos, 0))
+    np.not_equal(S[1:], S[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    rank = np.cumsum(first) - 1
+    ss = starts.astype(np.int32)[rank]  # first row of each row's stream
     ssm1 = ss - 1
+    ends = np.append(starts[1:], m) - 1
+    s_ids = S[starts]
 
     def ffill(cond: np.ndarray) -> np.ndarray:  # _ffill with the batch's pos/ss
         return np.maximum.accumulate(np.where(cond, pos, ssm1))
@@ -130,10 +140,11 @@ def analyze(cols: TcpColumns, stream: np.ndarray, dirn: np.ndarray, st: Analysis
         out[1:] = last_incl[:-1]
         return np.maximum(out, ssm1, out=out)
 
-    starts = np.flatnonzero(first)
-    rank = np.cumsum(first) - 1
     dst, sst = st.d, st.s
-    snap = _Snapshot(st, S[starts])
+    snap = _Snapshot(st, s_ids)
+
+    def state(name: str, k: int) -> np.ndarray:  # carried value per batch stream, direction k
+        return dst[name][s_ids * 2 + k]
 
     has_ack = (F & TH_ACK) != 0
     synfin = ((F & (TH_SYN | TH_FIN)) != 0).astype(np.int64)
@@ -141,15 +152,23 @@ def analyze(cols: TcpColumns, stream: np.ndarray, dirn: np.ndarray, st: Analysis
 
     # previous row of the same / the other direction (in-stream), or ss-1
     is_d = (D == 0, D == 1)
-    gks = (S * 2, S * 2 + 1)
     last_d = [ffill(is_d[k]) for k in (0, 1)]
     prev_d = [before(x) for x in last_d]
     prev_same = np.where(is_d[0], prev_d[0], prev_d[1])
     prev_other = np.where(is_d[0], prev_d[1], prev_d[0])
-    has_same = prev_same >= ss
-    has_other = prev_other >= ss
-    Gs, Go = G, G ^ 1
-    ps, po = np.maximum(prev_same, 0), np.maximum(prev_other, 0)
+    no_same = np.flatnonzero(prev_same < ss)  # first row of its direction in this batch
+    no_other = np.flatnonzero(prev_other < ss)
+    G_ns = S[no_same] * 2 + D[no_same]
+    G_no = (S[no_other] * 2 + D[no_other]) ^ 1
+
+    def prev(values: np.ndarray, name: str, other: bool) -> np.ndarray:
+        """``values`` at the previous row of the same (other) direction, else the carried state."""
+        out = values[prev_other if other else prev_same]
+        if other:
+            out[no_other] = dst[name][G_no]
+        else:
+            out[no_same] = dst[name][G_ns]
+        return out
 
     # -- unwrap both sequence spaces (space k: seq of dir k, ack of dir 1-k) -------------
     U = []
@@ -158,27 +177,29 @@ def analyze(cols: TcpColumns, stream: np.ndarray, dirn: np.ndarray, st: Analysis
         valid = is_d[k] | has_ack
         lv_end = ffill(valid)
         lastv = before(lv_end)
-        gk = gks[k]
-        carried = dst["sp_set"][gk] != 0
-        prev_raw = np.where(lastv >= ss, val[np.maximum(lastv, 0)], dst["sp_raw"][gk])
-        delta = np.where(valid & ((lastv >= ss) | carried), _wrap(val - prev_raw), 0)
-        first_valid = valid & (lastv < ss)
-        # stream base: carried unwrapped value, else the first valid raw value
-        fv_idx = np.flatnonzero(first_valid)
-        base = np.where(carried[starts], dst["sp_u"][S[starts] * 2 + k], 0)
+        inb = lastv >= ss
+        delta = _wrap(val - val[lastv])
+        delta[~(valid & inb)] = 0
+        fv_idx = np.flatnonzero(valid & ~inb)
+        carried_r = state("sp_set", k) != 0
+        base = np.where(carried_r, state("sp_u", k), 0)
         if len(fv_idx):
+            g_fv = S[fv_idx] * 2 + k
+            car_fv = dst["sp_set"][g_fv] != 0
+            v_fv = val[fv_idx]
+            delta[fv_idx] = np.where(car_fv, _wrap(v_fv - dst["sp_raw"][g_fv]), 0)
             r = rank[fv_idx]
-            nb = ~carried[fv_idx]
-            base[r[nb]] = val[fv_idx][nb]
+            nb = ~car_fv
+            base[r[nb]] = v_fv[nb]
         cs = np.cumsum(delta)
-        cs_before = np.where(starts > 0, cs[np.maximum(starts - 1, 0)], 0)
-        u = cs - cs_before[rank] + base[rank]
+        cs_before = cs[starts - 1]
+        cs_before[starts == 0] = 0
+        u = cs + (base - cs_before)[rank]
         U.append(u)
         # carry: last valid row of each stream
-        ends = np.append(starts[1:], m) - 1
         last_valid = lv_end[ends]
         have = last_valid >= starts
-        gsel = S[starts[have]] * 2 + k
+        gsel = s_ids[have] * 2 + k
         dst["sp_set"][gsel] = 1
         dst["sp_raw"][gsel] = val[last_valid[have]]
         dst["sp_u"][gsel] = u[last_valid[have]]
@@ -187,99 +208,119 @@ def analyze(cols: TcpColumns, stream: np.ndarray, dirn: np.ndarray, st: Analysis
     end_u = seq_u + L + synfin
 
     # -- next expected sequence number before each row ---------------------------------
-    base_s = np.minimum.reduceat(np.minimum(U[0], U[1]), starts)[rank]
+    base_r = np.minimum.reduceat(np.minimum(U[0], U[1]), starts)
+    base_s = base_r[rank]
+    rs = rank * _RANK_SHIFT
+    rel_all = _clip_rel(end_u - base_s)
+    rel_all += rs
     nx_before = np.zeros(m, dtype=np.int64)
     nx_has = np.zeros(m, dtype=bool)
-    nxt_before = np.zeros(m, dtype=np.int64)
-    advanced = np.zeros(m, dtype=bool)
     for k in (0, 1):
         sel = is_d[k]
-        gk = gks[k]
-        rel = np.where(sel, np.clip(end_u - base_s + _REL_BIAS, 1, _RANK_SHIFT - 1), 0)
-        key = rank * _RANK_SHIFT + rel
-        cm = np.maximum.accumulate(key) - rank * _RANK_SHIFT  # inclusive, 0 = none yet
+        cm = np.maximum.accumulate(np.where(sel, rel_all, rs))
+        cm -= rs  # inclusive, 0 = none yet
         p = prev_d[k]
-        inb = (p >= ss) & (cm[np.maximum(p, 0)] > 0)
-        inval = cm[np.maximum(p, 0)] - _REL_BIAS + base_s
-        car = dst["nx_set"][gk] != 0
-        carv = dst["nx_u"][gk]
-        val = np.where(inb & car, np.maximum(inval, carv), np.where(inb, inval, carv))
+        cmp_ = cm[p]
+        inb = (p >= ss) & (cmp_ > 0)
+        inval = cmp_ - _REL_BIAS + base_s
+        car_r = state("nx_set", k) != 0
+        car = car_r[rank]
+        carv = state("nx_u", k)[rank]
+        val = np.where(inb, inval, carv)
+        np.maximum(val, carv, out=val, where=inb & car)
         nx_before = np.where(sel, val, nx_before)
         nx_has = np.where(sel, inb | car, nx_has)
     advanced = ~nx_has | (end_u > nx_before)
+    nxt_before = np.zeros(m, dtype=np.int64)
     adv_d = []
     for k in (0, 1):
         sel = is_d[k]
         adv_d.append(ffill(sel & advanced))
         la = before(adv_d[k])
-        t = np.where(la >= ss, T[np.maximum(la, 0)], dst["nx_time"][gks[k]])
+        t = T[la]
+        fix = np.flatnonzero(la < ss)
+        t[fix] = dst["nx_time"][S[fix] * 2 + k]
         nxt_before = np.where(sel, t, nxt_before)
-    nx_raw = np.where(nx_has, nx_before & M32, 0)
+    nx_raw = nx_before & M32
+    nx_raw[~nx_has] = 0
 
     # -- what the previous packets left behind -----------------------------------------
-    win_prev = np.where(has_same, W[ps], dst["window"][Gs])
-    ack_prev = np.where(has_same, ACK[ps], dst["lastack"][Gs])
-    rev_ack = np.where(has_other, ACK[po], dst["lastack"][Go])
-    rev_time = np.where(has_other, T[po], dst["last_time"][Go])
-    rev_win = np.where(has_other, W[po], dst["window"][Go])
+    win_prev = prev(W, "window", False)
+    ack_prev = prev(ACK, "lastack", False)
+    rev_ack = prev(ACK, "lastack", True)
+    rev_win = prev(W, "window", True)
 
     zwp = (L == 1) & (SEQ == nx_raw) & (rev_win == 0)
-    keepalive = (L <= 1) & (SEQ == ((nx_raw - 1) & M32)) & no_sfr
-    lastflags = np.where(keepalive, _KA_BIT, 0) | np.where(zwp, _ZWP_BIT, 0)
-    rev_flags = np.where(has_other, lastflags[po], dst["lastflags"][Go])
+    nx_m1 = (nx_raw - 1) & M32
+    keepalive = (L <= 1) & (SEQ == nx_m1) & no_sfr
+    lastflags = keepalive.astype(np.int64)  # _KA_BIT
+    if zwp.any():
+        lastflags |= np.where(zwp, _ZWP_BIT, 0)
     same = (L == 0) & (W != 0) & (W == win_prev) & (SEQ == nx_raw) & (ACK == ack_prev) & no_sfr
-    dup = same & ((rev_flags & _KA_BIT) == 0) & ~zwp
     reset = ACK != ack_prev
-    dupack_after = np.zeros(m, dtype=np.int64)
-    for k in (0, 1):
-        sel = is_d[k]
-        c = np.cumsum(dup & sel)
-        lr = ffill(reset & sel)
-        c_at_lr = c[np.maximum(lr, 0)]
-        c_before_start = np.where(ss > 0, c[np.maximum(ss - 1, 0)], 0)
-        val = np.where(lr >= ss, c - c_at_lr, dst["dupack"][gks[k]] + c - c_before_start)
-        dupack_after = np.where(sel, val, dupack_after)
-    rev_dup = np.where(has_other, dupack_after[po], dst["dupack"][Go])
+    dup_r = [state("dupack", k) for k in (0, 1)]
+    if same.any() or dup_r[0].any() or dup_r[1].any():
+        rev_flags = prev(lastflags, "lastflags", True)
+        dup = same & ((rev_flags & _KA_BIT) == 0) & ~zwp
+        dupack_after = np.zeros(m, dtype=np.int64)
+        for k in (0, 1):
+            sel = is_d[k]
+            c = np.cumsum(dup & sel)
+            lr = ffill(reset & sel)
+            c_before_start = c[ss - 1]
+            c_before_start[ss == 0] = 0
+            val = np.where(lr >= ss, c - c[lr], dup_r[k][rank] + c - c_before_start)
+            dupack_after = np.where(sel, val, dupack_after)
+        rev_dup = prev(dupack_after, "dupack", True)
+    else:  # no duplicate ACK in the batch and none carried: every count stays 0
+        dup = same
+        dupack_after = rev_dup = None
 
     # -- initial RTT (tshark's ts_first_rtt) known before each row ---------------------
-    first_rtt = _initial_rtt(S, T, F, ss, rank, starts, sst)
+    irtt = _initial_rtt(S, T, F, rank, starts, ends, s_ids, sst)
 
+    seq_nx = _wrap(SEQ - nx_raw)
     zero_win = (W == 0) & no_sfr & ~zwp
-    lost = nx_has & (_wrap(SEQ - nx_raw) > 0) & ((F & TH_RST) == 0) & ~zwp
+    lost = nx_has & (seq_nx > 0) & ((F & TH_RST) == 0) & ~zwp
     carries = ((L > 0) | (synfin > 0)) & ~(keepalive & ~zwp)
-    sna = nx_has & (_wrap(SEQ - nx_raw) < 0) & ~((L > 1) & (SEQ == ((nx_raw - 1) & M32)))
+    sna = nx_has & (seq_nx < 0) & ~((L > 1) & (SEQ == nx_m1))
     spurious = carries & (L > 0) & (rev_ack != 0) & (_wrap(rev_ack - (SEQ + L)) >= 0)
-    dt_fast = T - rev_time
-    fast = carries & ~spurious & sna & (rev_dup >= 2) & (rev_ack == SEQ) & (dt_fast >= 0) & (
-        dt_fast < FAST_WINDOW_NS)
-    thres = np.where(first_rtt != 0, first_rtt, OOO_DEFAULT_NS).astype(np.uint64)
-    dt_ooo = (T - nxt_before).astype(np.uint64)
-    ooo = carries & ~spurious & ~fast & sna & (dt_ooo < thres) & (nx_raw != ((SEQ + L + synfin) & M32))
-    retrans = carries & ~spurious & ~fast & ~ooo & sna
-
-    flags = (np.where(retrans, RETRANS, 0) | np.where(fast, FAST, 0) | np.where(spurious, SPURIOUS, 0)
-             | np.where(ooo, OOO, 0) | np.where(lost, LOST, 0) | np.where(dup, DUP_ACK, 0)
-             | np.where(zero_win, ZERO_WIN, 0) | np.where(zwp, ZW_PROBE, 0) | np.where(keepalive, KEEP_ALIVE, 0))
-    rtt = _ack_rtt(S, D, T, F, seq_u, ack_u, end_u, L, synfin, starts, rank, base_s, st)
+    flags = np.where(zero_win, ZERO_WIN, 0)
+    for mask, bit in ((spurious, SPURIOUS), (lost, LOST), (dup, DUP_ACK), (zwp, ZW_PROBE), (keepalive, KEEP_ALIVE)):
+        hit = np.flatnonzero(mask)
+        if len(hit):
+            flags[hit] |= bit
+    # fast retransmission / out-of-order / retransmission: only segments below nextseq
+    cand = np.flatnonzero(carries & ~spurious & sna)
+    if len(cand):
+        seq_c, t_c = SEQ[cand], T[cand]
+        rev_time = prev(T, "last_time", True)[cand]
+        rd = rev_dup[cand] if rev_dup is not None else np.zeros(len(cand), dtype=np.int64)
+        dt_fast = t_c - rev_time
+        fast = (rd >= 2) & (rev_ack[cand] == seq_c) & (dt_fast >= 0) & (dt_fast < FAST_WINDOW_NS)
+        first_rtt = irtt(cand)
+        thres = np.where(first_rtt != 0, first_rtt, OOO_DEFAULT_NS).astype(np.uint64)
+        dt_ooo = (t_c - nxt_before[cand]).astype(np.uint64)
+        ooo = ~fast & (dt_ooo < thres) & (nx_raw[cand] != ((seq_c + L[cand] + synfin[cand]) & M32))
+        flags[cand] |= np.where(fast, FAST, np.where(ooo, OOO, RETRANS))
+    rtt = _ack_rtt(S, D, T, has_ack, ack_u, end_u, (L > 0) | (synfin > 0), starts, rank, base_r, st)
 
     # -- carry per-direction state --------------------------------------------------------
     for k in (0, 1):
-        lastk = last_d[k]
-        ends = np.append(starts[1:], m) - 1
-        li = lastk[ends]
+        li = last_d[k][ends]
         have = li >= starts
-        gsel = S[starts[have]] * 2 + k
+        gsel = s_ids[have] * 2 + k
         idx = li[have]
         nxn = np.maximum(np.where(nx_has[idx], nx_before[idx], end_u[idx]), end_u[idx])
         adv_last = adv_d[k][ends][have]
         adv_ok = adv_last >= starts[have]
-        dst["nx_time"][gsel] = np.where(adv_ok, T[np.maximum(adv_last, 0)], dst["nx_time"][gsel])
+        dst["nx_time"][gsel] = np.where(adv_ok, T[adv_last], dst["nx_time"][gsel])
         dst["nx_u"][gsel] = nxn
         dst["nx_set"][gsel] = 1
         dst["lastack"][gsel] = ACK[idx]
         dst["last_time"][gsel] = T[idx]
         dst["window"][gsel] = W[idx]
-        dst["dupack"][gsel] = dupack_after[idx]
+        dst["dupack"][gsel] = dupack_after[idx] if dupack_after is not None else 0
         dst["lastflags"][gsel] = lastflags[idx]
 
     # streams with a zero-window-probe candidate: exact per-packet rules
@@ -290,96 +331,7 @@ def analyze(cols: TcpColumns, stream: np.ndarray, dirn: np.ndarray, st: Analysis
             flags[a:b], rtt[a:b] = sequential(order[a:b], cols, dirn, s_id, st)
     flags_out[order] = flags
     rtt_out[order] = rtt
-    return BatchAnalysis(flags_out, rtt_out, order)
-
-
-def _initial_rtt(S, T, F, ss, rank, starts, sst) -> np.ndarray:
-    """tshark: the first pure ACK after a SYN sets iRTT = its time - most recent SYN time."""
-    m = len(S)
-    pure_syn = (F & (TH_SYN | TH_ACK)) == TH_SYN
-    pure_ack = (F & (TH_SYN | TH_ACK)) == TH_ACK
-    lsyn = _ffill(pure_syn, ss)
-    mru = np.where(lsyn >= ss, T[np.maximum(lsyn, 0)], sst["mru_syn"][S])
-    carried = sst["first_rtt"][S]
-    cand = pure_ack & (mru != 0) & (carried == 0) & (T - mru != 0)
-    out = carried.copy()
-    if cand.any():
-        ci = np.flatnonzero(cand)
-        sc = S[ci]  # ascending (rows are in stream order): the first candidate of each stream
-        ci = ci[np.flatnonzero(np.r_[True, sc[1:] != sc[:-1]])]
-        value = T[ci] - mru[ci]
-        known_from = np.full(len(starts), m, dtype=np.int64)
-        val_by_rank = np.zeros(len(starts), dtype=np.int64)
-        known_from[rank[ci]] = ci + 1
-        val_by_rank[rank[ci]] = value
-        pos = np.arange(m)
-        out = np.where(pos >= known_from[rank], val_by_rank[rank], out)
-        sst["first_rtt"][S[ci]] = value
-    ends = np.append(starts[1:], m) - 1
-    have = lsyn[ends] >= starts
-    sst["mru_syn"][S[starts[have]]] = T[lsyn[ends][have]]
-    return out
-
-
-def _ack_rtt(S, D, T, F, seq_u, ack_u, end_u, L, synfin, starts, rank, base_s, st: AnalysisState) -> np.ndarray:
-    """ACK RTT: a packet whose ack equals the end of a still-unacked segment of the other
-    direction measures the time since that segment (the oldest one, as tshark keeps it)."""
-    m = len(S)
-    rtt = np.full(m, -1, dtype=np.int64)
-    srank = np.full(st.n_streams + 1, -1, dtype=np.int64)
-    srank[S[starts]] = np.arange(len(starts))
-    keep_g, keep_n, keep_t = [], [], []
-    pg, pn, pt = st.pend_g, st.pend_n, st.pend_t
-    in_batch = srank[pg // 2] >= 0 if len(pg) else np.zeros(0, dtype=bool)
-    keep_g.append(pg[~in_batch])
-    keep_n.append(pn[~in_batch])
-    keep_t.append(pt[~in_batch])
-    tmax = int(T.max())
-    for k in (0, 1):
-        seg = (D == k) & ((L > 0) | (synfin > 0))
-        ackr = (D != k) & ((F & TH_ACK) != 0)
-        sp = np.flatnonzero(seg)
-        s_pos, s_n, s_t, s_s = sp, end_u[sp], T[sp], S[sp]
-        pk = in_batch & (pg % 2 == k)
-        if pk.any():
-            ps_ = pg[pk] // 2
-            s_pos = np.concatenate([starts[srank[ps_]] - 1, s_pos])
-            s_n = np.concatenate([pn[pk], s_n])
-            s_t = np.concatenate([pt[pk], s_t])
-            s_s = np.concatenate([ps_, s_s])
-        if len(s_pos) == 0:
-            continue
-        ap = np.flatnonzero(ackr)
-        matched = np.zeros(len(s_pos), dtype=bool)
-        if len(ap):
-            a_s = S[ap]
-            a_r = rank[ap]
-            bs = base_s[ap]
-            rel = np.clip(ack_u[ap] - bs + _REL_BIAS, 1, _RANK_SHIFT - 1)
-            cm = np.maximum.accumulate(a_r * _RANK_SHIFT + rel)
-            r_seg = srank[s_s]
-            seg_base = base_s[starts][r_seg]
-            key = r_seg * _RANK_SHIFT + np.clip(s_n - seg_base + _REL_BIAS, 1, _RANK_SHIFT - 1)
-            j = np.searchsorted(cm, key, side="left")
-            acks_upto = np.cumsum(ackr)  # ack rows at or before each position (= searchsorted(ap, ., "right"))
-            lo = np.where(s_pos >= 0, acks_upto[np.maximum(s_pos, 0)], 0)
-            j = np.maximum(j, lo)
-            valid = j < len(ap)
-            jj = np.minimum(j, len(ap) - 1)
-            valid &= (a_s[jj] == s_s) & (ack_u[ap[jj]] >= s_n)
-            matched = valid
-            exact = valid & (ack_u[ap[jj]] == s_n)
-            if exact.any():
-                rows = ap[jj[exact]]
-                np.maximum.at(rtt, rows, T[rows] - s_t[exact])
-        left = ~matched & (s_t >= tmax - PENDING_MAX_AGE_NS)
-        keep_g.append(s_s[left] * 2 + k)
-        keep_n.append(s_n[left])
-        keep_t.append(s_t[left])
-    st.pend_g = np.concatenate(keep_g)
-    st.pend_n = np.concatenate(keep_n)
-    st.pend_t = np.concatenate(keep_t)
-    return rtt
+    return BatchAnalysis(flags_out, rtt_out, order, {"S": S, "D": D, "T": T, "F": F, "flags": flags, "rtt": rtt})
 
 
 # -- the per-packet reference -------------------------------------------------------------

@@ -75,14 +75,16 @@ def make_capture(path: Path = CAPTURE) -> Path:
     return path
 
 
-def _run(cmd: list[str]) -> tuple[float, float, float, str]:
-    """(wall seconds, CPU seconds, peak RSS MiB, first MiBs of stdout) of one process."""
+def _run(cmd: list[str], keep: bool = True) -> tuple[float, float, float, str]:
+    """(wall seconds, CPU seconds, peak RSS MiB, first MiBs of stdout unless not ``keep``) of one
+    process. Output that is not needed is not kept: a child's peak RSS as Linux reports it
+    includes this process's RSS at the fork, so this process must stay small."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     chunks = []
     assert proc.stdout is not None
     for chunk in iter(lambda: proc.stdout.read(1 << 20), b""):
-        if len(chunks) < 64:
+        if keep and len(chunks) < 64:
             chunks.append(chunk)
     _, _, usage = os.wait4(proc.pid, 0)
     return (time.perf_counter() - t0, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024,
@@ -129,7 +131,7 @@ def bench(path: Path, *, with_tshark: bool = True) -> dict:
 
     size = path.stat().st_size
     load = os.getloadavg()[0]
-    t_cat, c_cat, rss_cat, _ = _run(["cat", str(path)])
+    t_cat, c_cat, rss_cat, _ = _run(["cat", str(path)], keep=False)
     t_eng, c_eng, rss_eng, out = _run([sys.executable, "-c", ENGINE.format(root=str(ROOT), path=str(path))])
     eng = json.loads(out.strip().splitlines()[-1])
     t_all, c_all, rss_all, out = _run([sys.executable, "-c", PARSE.format(root=str(ROOT), path=str(path))])
@@ -148,9 +150,10 @@ def bench(path: Path, *, with_tshark: bool = True) -> dict:
         "parse_peak_rss_mb": round(rss_all),
         "cat_s": round(t_cat, 2), "cat_cpu_s": round(c_cat, 2), "cat_mb_per_s": round(size / 1e6 / t_cat),
         "cat_peak_rss_mb": round(rss_cat), "engine_vs_cat": round(eng["seconds"] / t_cat, 1),
+        "load_average_1min_end": round(os.getloadavg()[0], 2),
     }
     if with_tshark:
-        t_tsh, c_tsh, rss_tsh, _ = _run(["tshark", "-r", str(path), "-q", "-z", "conv,tcp"])
+        t_tsh, c_tsh, rss_tsh, _ = _run(["tshark", "-r", str(path), "-q", "-z", "conv,tcp"], keep=False)
         report.update({
             "tshark_conv_s": round(t_tsh, 2), "tshark_cpu_s": round(c_tsh, 2),
             "tshark_pkts_per_s": round(pkts / t_tsh), "tshark_pkts_per_cpu_s": round(pkts / c_tsh),
