@@ -93,10 +93,12 @@ def wall_series(tsx: pl.Series) -> pl.Series:
 # collapse to a few distinct ones, and the regex work runs once per distinct repr.
 _NAME_RX = r"\bname=(?:'[^']*'|\"[^\"]*\")"
 _VARYING_RX = r"\bwhen=[-+.0-9eE]+| at 0x[0-9a-fA-F]+"
+_FACTS_KEPT = 20_000  # distinct reprs remembered across batches (memory stays bounded)
 
 
-def slow_frame(rows: pl.DataFrame, first_line: int) -> pl.DataFrame:
-    """``rows``: i, line, ts (the line's own time text). Same columns as access frames."""
+def slow_frame(rows: pl.DataFrame, first_line: int, facts: dict[str, dict] | None = None) -> pl.DataFrame:
+    """``rows``: i, line, ts (the line's own time text). Same columns as access frames.
+    ``facts``: a dict the caller keeps across batches (what each distinct repr says)."""
     line = pl.col("line")
     # literal splits and an end-anchored regex: a capture around ".*" costs ~10x more
     frame = (
@@ -122,7 +124,7 @@ def slow_frame(rows: pl.DataFrame, first_line: int) -> pl.DataFrame:
         .select("i", "ts", "tsx", "took_text", "full_head", "head", "task_name", "key")
         .collect()
     )
-    kinds = _kinds(frame)
+    kinds = _kinds(frame, {} if facts is None else facts)
     took = pl.col("took_text").cast(pl.Float64)
     task = frag("task_name", pl.col("task_name"), not needs_escape(frame, ["task_name"]))
     frame = frame.with_columns(time_columns(frame))  # before the join: ``wall`` is a series in row order
@@ -153,12 +155,20 @@ def slow_frame(rows: pl.DataFrame, first_line: int) -> pl.DataFrame:
     )
 
 
-def _kinds(frame: pl.DataFrame) -> pl.DataFrame:
+def _kinds(frame: pl.DataFrame, facts: dict[str, dict]) -> pl.DataFrame:
     """Per distinct (masked repr, line head): entity, label and the attribute fragments
     before (``pre``) and after (``post``) the per-row task name, as JSON text. The pairs are
-    few, so this part is plain Python (a polars plan would cost more than the work)."""
+    few, so this part is plain Python (a polars plan would cost more than the work).
+    ``facts``: what each masked repr says, carried from batch to batch (reprs recur)."""
     pairs = frame.select("key", "head", "full_head").unique(subset=["key", "head"], keep="first")
-    facts = {row["key"]: row for row in _repr_facts(pairs.select("key").unique()).iter_rows(named=True)}
+    keys = pairs.get_column("key").unique().to_list()
+    todo = [key for key in keys if key not in facts]
+    if todo:
+        if len(facts) + len(todo) > _FACTS_KEPT:
+            facts.clear()
+            todo = keys
+        known = _repr_facts(pl.DataFrame({"key": todo}, schema={"key": pl.Utf8}))
+        facts.update((row["key"], row) for row in known.iter_rows(named=True))
     heads = {row["head"]: row for row in _prefix_facts(pairs).iter_rows(named=True)}
     out = []
     for key, head, _ in pairs.iter_rows():

@@ -138,13 +138,14 @@ def parse(stream: BinaryIO, *, ctx: ParseContext) -> ParseResult:
     st = _State(ctx)
     total = 0
     scanner = Scanner(FAST_RX)
+    repr_facts: dict[str, dict] = {}
     for block in batches(stream, BATCH_BYTES):
         first = total + 1
         rows, access, slow = scanner.candidates(block)
         n_lines = scanner.lines
         pieces = [access_frame(access, first)] if access.height else []
         if slow.height:
-            pieces.append(slow_frame(slow, first))
+            pieces.append(slow_frame(slow, first, repr_facts))
         if pieces:  # one frame per batch: its rows interleave with this batch's Python events
             st.frames.append(pieces[0] if len(pieces) == 1 else pl.concat(pieces))
         for i, text, ts_text, nul in rows.iter_rows():
