@@ -92,6 +92,8 @@ def build(engine: CaptureEngine) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFra
                                         strict=True)))
     metrics = pl.concat([_flow_metrics(per, totals, len(info), engine.flow_rtt_parts), _endpoint_metrics(engine, per, info)],
                         how="vertical_relaxed")
+    # the same capture gives the same rows in the same order, whatever the threads did
+    metrics = metrics.sort("ts", "entity", "metric")
     events = _events(engine, info, totals)
     entities = (info.group_by("server").agg(pl.len().alias("connections"))
                 .select(("endpoint:" + pl.col("server")).alias("entity"), pl.col("server").alias("label"),
@@ -106,7 +108,8 @@ def _long(wide: pl.DataFrame, entity: pl.Expr, keep_zero: bool) -> pl.DataFrame:
            .filter(pl.col("value").is_not_null()))
     if not keep_zero:
         out = out.filter(~pl.col("metric").is_in(list(_ANOMALIES)) | (pl.col("value") != 0))
-    return out.with_columns(pl.col("metric").replace_strict(_METRIC_OF), pl.col("value").cast(pl.Float64),
+    # rounded to the nanosecond: parallel sums may differ in the last bit from run to run
+    return out.with_columns(pl.col("metric").replace_strict(_METRIC_OF), pl.col("value").cast(pl.Float64).round(6),
                             pl.lit(None, dtype=pl.Int64).alias("line")).select("ts", "entity", "metric", "value",
                                                                                 "line")
 
