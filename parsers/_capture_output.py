@@ -95,7 +95,7 @@ def build(engine: CaptureEngine) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFra
     # the same capture gives the same rows in the same order, whatever the threads did
     metrics = metrics.sort("ts", "entity", "metric")
     events = _events(engine, info, totals)
-    entities = (info.group_by("server").agg(pl.len().alias("connections"))
+    entities = (info.group_by("server", maintain_order=True).agg(pl.len().alias("connections"))
                 .select(("endpoint:" + pl.col("server")).alias("entity"), pl.col("server").alias("label"),
                         pl.format('{{"connections":{}}}', pl.col("connections")).alias("attrs")))
     return metrics, events, flows_table, entities

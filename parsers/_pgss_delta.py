@@ -310,7 +310,7 @@ def to_metrics(result: DeltaResult, present: set[str], *, top_per_interval: int 
     if result.deltas.height:
         qnums = result.deltas.select("queryid").unique(maintain_order=True) \
             .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("qnum"))
-        per_query = result.deltas.join(qnums, on="queryid", how="left").group_by("snap", "qnum").agg(
+        per_query = result.deltas.join(qnums, on="queryid", how="left").group_by("snap", "qnum", maintain_order=True).agg(
             pl.col("ts").first(), pl.col("dt_s").first(), pl.col("line").min(),
             pl.col("active").any(), pl.col("p_active").fill_null(False).any(),
             *[pl.col(f"d_{c}").sum() for c in COUNTERS],
@@ -318,8 +318,8 @@ def to_metrics(result: DeltaResult, present: set[str], *, top_per_interval: int 
         burst = per_query.filter(pl.col("d_total_exec_time") > 0).with_columns(
             pl.col("d_total_exec_time").rank("ordinal", descending=True).over("snap").alias("rank")) \
             .filter(pl.col("rank") <= top_per_interval).select("qnum")
-        heavy = per_query.group_by("qnum").agg(pl.col("d_total_exec_time").sum().alias("load")) \
-            .sort("load", descending=True).head(top_overall).select("qnum")
+        heavy = per_query.group_by("qnum", maintain_order=True).agg(pl.col("d_total_exec_time").sum().alias("load")) \
+            .sort("load", "qnum", descending=[True, False]).head(top_overall).select("qnum")
         chosen = pl.concat([burst, heavy]).unique()
         left_out = qnums.height - chosen.height
         # a query shows up while it runs and once more with zeros when it stops
@@ -334,7 +334,10 @@ def to_metrics(result: DeltaResult, present: set[str], *, top_per_interval: int 
     if not frames:
         return pl.DataFrame(schema={"ts": pl.Datetime("ns"), "entity": pl.Utf8, "metric": pl.Utf8,
                                     "value": pl.Float64, "line": pl.Int64}), left_out
-    return pl.concat(frames, how="vertical_relaxed"), left_out
+    # one order and, to 12 significant digits, one value, whatever the threads did (sums of
+    # floats taken in another order differ in the last bit)
+    metrics = pl.concat(frames, how="vertical_relaxed").sort("ts", "entity", "metric")
+    return metrics.with_columns(pl.col("value").round_sig_figs(12)), left_out
 
 
 def _long(df: pl.DataFrame, present: set[str], *, sparse: bool) -> pl.DataFrame:

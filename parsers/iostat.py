@@ -141,7 +141,7 @@ def _pretty_await(metrics: pl.DataFrame) -> pl.DataFrame:
     derived = wide.join(keys, on=["rep", "entity"]).select(
         "line", "ts", "rep", "entity", pl.lit("disk.await_ms").alias("metric"),
         pl.when(r + w > 0).then((r * pl.col("disk.r_await_ms") + w * pl.col("disk.w_await_ms")) / (r + w))
-        .otherwise(0.0).alias("value")).drop_nulls("value")
+        .otherwise(0.0).alias("value")).drop_nulls("value").sort("line", "entity")  # a repeatable order
     return pl.concat([metrics, derived.select(metrics.columns)])
 
 
