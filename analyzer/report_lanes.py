@@ -228,7 +228,7 @@ class LaneBuilder:
                  .agg(pl.col("value").sum().alias("area"), pl.col("value").max().alias("peak"))
                  .sort("area", "peak", "metric", "entity", "file", descending=[True, True, False, False, False])
                  .head(top))
-        order = stats.sort("metric", "area", descending=[False, True])
+        order = stats.sort("metric", "area", "peak", "entity", "file", descending=[False, True, True, False, False])
         return [(r["metric"], r["entity"], r["host"], r["file"]) for r in order.iter_rows(named=True)]
 
     def _line_traces(self, rows: pl.DataFrame, keys: list[tuple[str, str, str, str]], name_metric: bool,
@@ -282,7 +282,7 @@ class LaneBuilder:
             return []
         rows = rows.with_columns(pl.coalesce("end", "ts").alias("end"))
         rows = rows.with_columns(pl.max_horizontal(pl.col("end") - pl.col("ts"), pl.lit(1)).alias("w"))
-        rows = rows.sort("w", descending=True).head(MAX_EVENT_BARS).sort("ts")
+        rows = rows.sort("w", "ts", descending=[True, False]).head(MAX_EVENT_BARS).sort("ts", maintain_order=True)
         return [{"kind": "span", "name": plot_text(kind if rows.height == 1 else f"{kind} ({rows.height})"),
                  "t": rows.get_column("ts").to_list(), "w": rows.get_column("w").to_list(),
                  "y": (rows.get_column("w").cast(pl.Float64)).to_list(), "text": self._hover(rows)}]
@@ -348,7 +348,7 @@ def _thin(rows: pl.DataFrame, limit: int, rank: str) -> pl.DataFrame:
     if rows.height <= limit:
         return rows
     keep = rows.with_row_index("_i")
-    best = keep.sort(rank, descending=True).head(limit // 2)
+    best = keep.sort(rank, "_i", descending=[True, False]).head(limit // 2)
     rest = keep.join(best, on="_i", how="anti")
     step = max(1, rest.height // (limit - best.height))
     spread = rest.gather_every(step)

@@ -104,7 +104,7 @@ def _slow_callbacks(events: pl.DataFrame, labels: dict[str, str]) -> dict[str, A
             pl.len().alias("n"), pl.col("value").sum().alias("total"), pl.col("value").max().alias("max"),
             pl.col("ts").min().alias("first"), pl.col("ts").max().alias("last"),
             pl.col("file").first(), pl.col("line").first(), pl.col("message").first())
-            .sort("total", "n", descending=True).head(TOP_ROWS))
+            .sort("total", "n", "entity", descending=[True, True, False]).head(TOP_ROWS))
         for r in agg.iter_rows(named=True):
             entity = r["entity"] or "(no coroutine named)"
             out.append([{"code": labels.get(entity, entity)}, r["n"], _secs(r["total"]), _secs(r["max"]),
@@ -128,7 +128,7 @@ def _integrated(metrics: pl.DataFrame, metric: str) -> pl.DataFrame:
     return (rows.group_by("entity").agg((pl.col("value") * pl.col("dt")).sum().alias("total"),
                                         pl.col("value").max().alias("peak"),
                                         pl.col("ts").get(pl.col("value").arg_max()).alias("peak_ts"))
-            .sort("total", descending=True))
+            .sort("total", "entity", descending=[True, False]))
 
 
 def _queries(metrics: pl.DataFrame, labels: dict[str, str], texts: dict[str, str]) -> dict[str, Any]:
@@ -156,7 +156,7 @@ def _flows(tl: Timeline, labels: dict[str, str]) -> dict[str, Any]:
         order = [c for c in ("retransmits", "retransmissions", "rsts", "resets", "rtt_max_ms", "bytes",
                              "packets") if c in flows.columns and flows.schema[c].is_numeric()]
         if order:
-            flows = flows.sort(order[0], descending=True, nulls_last=True)
+            flows = flows.sort(order[0], descending=True, nulls_last=True, maintain_order=True)
         return _generic("detail-flows", "Top TCP flows", flows, note=f"{flows.height} flows; sorted by "
                         f"{order[0] if order else 'capture order'}.")
     rows = tl.metrics.filter(pl.col("metric").is_in(["net.retransmits", "net.rsts", "net.ack_rtt_ms"])
@@ -168,7 +168,7 @@ def _flows(tl: Timeline, labels: dict[str, str]) -> dict[str, Any]:
             pl.col("value").filter(pl.col("metric") == "net.retransmits").sum().alias("rtx"),
             pl.col("value").filter(pl.col("metric") == "net.rsts").sum().alias("rst"),
             pl.col("value").filter(pl.col("metric") == "net.ack_rtt_ms").max().alias("rtt"))
-            .sort("rtx", "rst", descending=True).head(TOP_ROWS))
+            .sort("rtx", "rst", "entity", descending=[True, True, False]).head(TOP_ROWS))
         out = [[{"code": e}, _num(a), _num(b), _num(c)] for e, a, b, c in agg.iter_rows()]
     return _section("detail-flows", "Top TCP flows and endpoints",
                     ["flow / endpoint", "retransmissions", "resets", "max ACK RTT ms"], out,
@@ -187,7 +187,7 @@ def _devices(metrics: pl.DataFrame) -> dict[str, Any]:
             stat("disk.util_pct", "mean"), stat("disk.util_pct", "max"), stat("disk.await_ms", "p95"),
             stat("disk.await_ms", "max"), stat("disk.aqu_sz", "max"), stat("disk.write_kbps", "max"),
             stat("disk.read_kbps", "max"))
-            .sort("disk.util_pct:mean", descending=True, nulls_last=True).head(TOP_ROWS))
+            .sort("disk.util_pct:mean", "entity", descending=[True, False], nulls_last=True).head(TOP_ROWS))
         out = [[{"code": r[0]}, *(_num(v) for v in r[1:])] for r in agg.iter_rows()]
     return _section("detail-devices", "Busiest devices",
                     ["device", "%util mean", "%util max", "await p95 ms", "await max ms", "queue max",
@@ -202,7 +202,7 @@ def _threads(metrics: pl.DataFrame, labels: dict[str, str]) -> dict[str, Any]:
             pl.col("value").first().alias("first"), pl.col("value").min().alias("min"),
             pl.col("value").max().alias("max"), pl.col("ts").get(pl.col("value").arg_max()).alias("at"),
             pl.col("value").last().alias("last"))
-            .sort("max", descending=True).head(TOP_ROWS))
+            .sort("max", "entity", "file", descending=[True, False, False]).head(TOP_ROWS))
         out = [[{"code": labels.get(e, e)}, {"code": f}, _num(a), _num(b), _num(c), {"ts": iso(d)}, _num(x)]
                for e, f, a, b, c, d, x in agg.iter_rows()]
     return _section("detail-threads", "Thread peaks", ["process", "file", "first", "min", "peak", "peak at",
@@ -211,12 +211,12 @@ def _threads(metrics: pl.DataFrame, labels: dict[str, str]) -> dict[str, Any]:
 
 
 def _process_cpu(metrics: pl.DataFrame, labels: dict[str, str]) -> dict[str, Any]:
-    rows = metrics.filter(pl.col("metric") == "proc.cpu_pct")
+    rows = metrics.filter(pl.col("metric") == "proc.cpu_pct").sort("entity", "ts")  # "max at": the first time
     out = []
     if rows.height:
         agg = (rows.group_by("entity").agg(pl.col("value").mean().alias("mean"), pl.col("value").max().alias("max"),
                                            pl.col("ts").get(pl.col("value").arg_max()).alias("at"))
-               .sort("mean", descending=True).head(TOP_ROWS))
+               .sort("mean", "entity", descending=[True, False]).head(TOP_ROWS))
         out = [[{"code": labels.get(e, e)}, _num(a), _num(b), {"ts": iso(c)}] for e, a, b, c in agg.iter_rows()]
     return _section("detail-cpu", "Busiest processes and threads (CPU)", ["task", "CPU % mean", "CPU % max",
                                                                           "max at"], out,
@@ -226,10 +226,10 @@ def _process_cpu(metrics: pl.DataFrame, labels: dict[str, str]) -> dict[str, Any
 def _events(events: pl.DataFrame) -> dict[str, Any]:
     out = []
     if events.height:
-        agg = (events.group_by("kind").agg(pl.len().alias("n"), pl.col("severity").mode().first().alias("sev"),
+        agg = (events.group_by("kind").agg(pl.len().alias("n"), pl.col("severity").mode().sort().first().alias("sev"),
                                            pl.col("ts").min().alias("first"), pl.col("ts").max().alias("last"),
                                            pl.col("file").unique().sort().head(3).alias("files"))
-               .sort("n", descending=True))
+               .sort("n", "kind", descending=[True, False]))
         out = [[{"code": k}, n, s or "", {"ts": iso(a)}, {"ts": iso(b)}, {"code": ", ".join(f or "" for f in fs)}]
                for k, n, s, a, b, fs in agg.iter_rows()]
     return _section("detail-events", "Events by kind", ["kind", "count", "usual severity", "first", "last",
