@@ -9,6 +9,8 @@ Run: ``python3 tests/benchmarks/bench_applog.py [MB] [plain|access]`` or
 ``python3 -m pytest tests/benchmarks/bench_applog.py -s`` (BENCH_MB=..., BENCH_MIX=...). Never asserts
 timings. ``plain`` (default): the other 19 lines of 20 are INFO/WARNING lines that make no event;
 ``access``: they are the bundle's lines as logged, mostly access lines (one event each).
+A second baseline in the same run is a minimal polars reader of the warnings alone (lazy
+``scan_lines``, filter, two extracts: no accounting, framing, times or other records).
 """
 
 from __future__ import annotations
@@ -101,6 +103,12 @@ def run(target_mb: int = 520, mix: str = "plain") -> dict:
         parse_s = time.perf_counter() - t0
         parse_cpu = _cpu(resource.RUSAGE_SELF) - self0
         rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        # after the parse's peak RSS is read: the prototype's own memory must not count in it
+        proto0 = _cpu(resource.RUSAGE_SELF)
+        t0 = time.perf_counter()
+        proto_n = _prototype(path)
+        proto_s = time.perf_counter() - t0
+        proto_cpu = _cpu(resource.RUSAGE_SELF) - proto0
         acct = result.accounting
         slow = result.events.filter(result.events["kind"] == "loop.slow_callback").height
         out = {
@@ -121,6 +129,10 @@ def run(target_mb: int = 520, mix: str = "plain") -> dict:
             "grep_cpu_s": grep_cpu,
             "grep_mb_per_cpu_s": mb / grep_cpu if grep_cpu else float("inf"),
             "cpu_ratio_to_grep": parse_cpu / grep_cpu if grep_cpu else float("inf"),
+            "prototype_warnings": proto_n,
+            "prototype_s": proto_s,
+            "prototype_cpu_s": proto_cpu,
+            "prototype_mb_per_cpu_s": mb / proto_cpu if proto_cpu else float("inf"),
             "load_avg": os.getloadavg()[0],
             "peak_rss_mb": rss_after / 1024,
             "rss_before_mb": rss_before / 1024,
@@ -131,12 +143,35 @@ def run(target_mb: int = 520, mix: str = "plain") -> dict:
             f"{out['parse_mb_s']:.0f} MB/s ({out['ratio_to_grep']:.1f}x grep's time); grep -c took "
             f"{grep_s:.2f} s = {out['grep_mb_s']:.0f} MB/s; per CPU-second: parse {out['parse_mb_per_cpu_s']:.0f} MB/s "
             f"({parse_cpu:.2f} s), grep {out['grep_mb_per_cpu_s']:.0f} MB/s ({grep_cpu:.2f} s), "
-            f"{out['cpu_ratio_to_grep']:.1f}x grep's CPU; load average {out['load_avg']:.1f}; events {out['events']} "
+            f"{out['cpu_ratio_to_grep']:.1f}x grep's CPU; polars prototype (scan_lines, filter, extract took and "
+            f"coroutine; {proto_n} warnings) {out['prototype_mb_per_cpu_s']:.0f} MB/s ({proto_cpu:.2f} s), parse "
+            f"{parse_cpu / proto_cpu if proto_cpu else float('inf'):.1f}x its CPU; "
+            f"load average {out['load_avg']:.1f}; events {out['events']} "
             f"({slow} slow callbacks), metric rows {out['metric_rows']}; peak RSS {out['peak_rss_mb']:.0f} MB "
             f"(before parsing {out['rss_before_mb']:.0f} MB; the events frame itself is "
             f"{out['events_frame_mb']:.0f} MB)"
         )
         return out
+
+
+def _prototype(path: Path) -> int:
+    """Baseline: the least a vectorised reader of the warnings does (no accounting, framing,
+    times, attributes or other records): lazily scan the lines, keep the slow-callback
+    warnings, take out the seconds and the coroutine."""
+    import polars as pl
+
+    line = pl.col("line")
+    found = (
+        pl.scan_lines(path)
+        .filter(line.str.contains(" took ", literal=True))
+        .select(
+            line.str.extract(r" took (\d+\.\d+) seconds$", 1).cast(pl.Float64).alias("took"),
+            line.str.extract(r"coro=<([^\s()]+)\(\)", 1).alias("coro"),
+        )
+        .filter(pl.col("took").is_not_null())
+        .collect()
+    )
+    return found.height
 
 
 def _cpu(who: int) -> float:
