@@ -11,7 +11,7 @@ from analyzer import report_tables as rt
 
 
 def _metrics(order: list[int]) -> pl.DataFrame:
-    t0 = dt.datetime(2026, 1, 2, 10, 0, tzinfo=dt.UTC)
+    t0 = dt.datetime(2026, 1, 2, 10, 0, tzinfo=dt.timezone.utc)
     rows = []
     for pid in range(1, 9):  # eight tasks with the same CPU: every one ties
         for k in range(3):
