@@ -29,10 +29,7 @@ def access_frame(rows: pl.DataFrame, first_line: int) -> pl.DataFrame:
     head = quoted.list.get(-3, null_on_oob=True)
     fields = (
         rows.lazy()
-        .with_columns(
-            pl.col("line").str.split('"').alias("quoted"),
-            pl.col("ts").str.strip_chars_start("[").alias("tsx"),
-        )
+        .with_columns(pl.col("line").str.split('"').alias("quoted"))
         .with_columns(
             quoted.list.get(-2, null_on_oob=True).str.split(" ").alias("request"), *time_columns(rows)
         )

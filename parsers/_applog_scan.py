@@ -31,46 +31,8 @@ TS_SLICE = 48  # characters of a line's head that hold its time (handed on to in
 
 def batches(stream: BinaryIO, batch_bytes: int) -> Iterator[bytes]:
     """Blocks of whole lines (the last one may lack its newline), BOM dropped; the caller
-    counts the lines, once. Reads into one reused buffer behind the carried partial line, so
-    each block is copied once (the shared reader copies it three times)."""
-    if not hasattr(stream, "readinto"):
-        return iter_line_blocks(stream, batch_bytes)
-    return _blocks_into(stream, batch_bytes)
-
-
-def _blocks_into(stream: BinaryIO, batch_bytes: int) -> Iterator[bytes]:
-    buf = bytearray(2 * batch_bytes)
-    have = 0  # bytes of the carried partial line at the start of buf
-    first = True
-    while True:
-        if len(buf) - have < batch_bytes:  # a line longer than a block: make room
-            buf.extend(bytes(batch_bytes))
-        with memoryview(buf) as view:
-            got = stream.readinto(view[have : have + batch_bytes])
-        if not got:
-            break
-        end = have + got
-        start = 0
-        if first:
-            first = False
-            if buf.startswith(b"\xef\xbb\xbf") and end >= 3:
-                start = 3
-        cut = buf.rfind(b"\n", max(start, have), end)  # the carried part holds no newline
-        if cut < 0:
-            have = end
-            if start:
-                del buf[:start]
-                have -= start
-            continue
-        with memoryview(buf) as view:
-            block = bytes(view[start : cut + 1])  # the one copy (slicing the bytearray would add one)
-            rest = end - cut - 1
-            view[:rest] = view[cut + 1 : end]
-        yield block
-        have = rest
-    if have:
-        with memoryview(buf) as view:
-            yield bytes(view[:have])
+    counts the lines, once."""
+    return iter_line_blocks(stream, batch_bytes)
 
 
 class Scanner:

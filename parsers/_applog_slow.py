@@ -61,11 +61,14 @@ def has_zone(df: pl.DataFrame) -> bool:
 
 
 def time_columns(df: pl.DataFrame) -> list[pl.Expr]:
-    """``wall`` and ``off_min`` from the ``ts`` text column of ``df``, for a frame that holds
-    ``tsx`` (``ts`` without a leading ``[``)."""
+    """``wall`` and ``off_min`` of the rows of ``df`` from its ``ts`` text column, as series
+    in ``df``'s row order (add them before anything reorders or filters the rows)."""
     tsx = df.get_column("ts").str.strip_chars_start("[")
-    off = _offset(pl.col("tsx")) if has_zone(df) else pl.lit(None, dtype=pl.Int64)
-    return [pl.lit(wall_series(tsx)).alias("wall"), off.alias("off_min")]
+    if has_zone(df):
+        off = pl.DataFrame({"tsx": tsx}).select(_offset(pl.col("tsx"))).to_series()
+    else:
+        off = pl.Series(values=[None] * len(tsx), dtype=pl.Int64)
+    return [pl.lit(wall_series(tsx)).alias("wall"), pl.lit(off).alias("off_min")]
 
 
 _COMMON_CLOCK = "%Y-%m-%d %H:%M:%S,%3f"  # logging's default asctime
@@ -119,9 +122,8 @@ def slow_frame(rows: pl.DataFrame, first_line: int, facts: dict[str, dict] | Non
                 pl.col("repr").str.extract(r"\bname=\"([^\"]*)\"", 1),
             ).alias("task_name"),
             pl.col("repr").str.replace_all(_NAME_RX, "name=?").str.replace_all(_VARYING_RX, "").alias("key"),
-            pl.col("ts").str.strip_chars_start("[").alias("tsx"),
         )
-        .select("i", "ts", "tsx", "took_text", "full_head", "head", "task_name", "key")
+        .select("i", "ts", "took_text", "full_head", "head", "task_name", "key")
         .collect()
     )
     kinds = _kinds(frame, {} if facts is None else facts)

@@ -48,31 +48,49 @@ def iter_lines(stream: BinaryIO) -> Iterator[tuple[int, str]]:
 
 def iter_line_blocks(stream: BinaryIO, batch_bytes: int = 16 * CHUNK) -> Iterator[bytes]:
     """Yield blocks of whole lines (ending with ``\\n`` except possibly the very last one),
-    a leading UTF-8 BOM dropped. For vectorised parsers that count lines themselves."""
-    rest = b""
+    a leading UTF-8 BOM dropped. For vectorised parsers that count lines themselves.
+
+    Reads into one reused buffer behind the carried partial line, so each block is copied
+    once on its way out; a line longer than a block grows the buffer."""
+    buf = bytearray(2 * batch_bytes)
+    have = 0  # bytes of the carried partial line at the start of buf (it holds no newline)
     first = True
     while True:
-        chunk = stream.read(batch_bytes)
-        if not chunk:
+        if len(buf) - have < batch_bytes:
+            buf.extend(bytes(batch_bytes))
+        got = _fill(stream, buf, have, batch_bytes)
+        if not got:
             break
+        end = have + got
+        start = 0
         if first:
             first = False
-            if chunk.startswith(b"\xef\xbb\xbf"):
-                chunk = chunk[3:]
-        if rest:
-            chunk = rest + chunk
-        cut = chunk.rfind(b"\n")
+            if end >= 3 and buf.startswith(b"\xef\xbb\xbf"):
+                start = 3
+        cut = buf.rfind(b"\n", max(start, have), end)
         if cut < 0:
-            rest = chunk
+            del buf[:start]
+            have = end - start
             continue
-        if cut == len(chunk) - 1:
-            rest = b""
-            yield chunk
-        else:
-            rest = chunk[cut + 1:]
-            yield chunk[: cut + 1]
-    if rest:
-        yield rest
+        with memoryview(buf) as view:
+            block = bytes(view[start : cut + 1])
+            rest = end - cut - 1
+            view[:rest] = view[cut + 1 : end]
+        yield block
+        have = rest
+    if have:
+        with memoryview(buf) as view:
+            yield bytes(view[:have])
+
+
+def _fill(stream: BinaryIO, buf: bytearray, at: int, n: int) -> int:
+    """Up to ``n`` bytes of ``stream`` into ``buf[at:]``; 0 at the end."""
+    with memoryview(buf) as view:
+        if hasattr(stream, "readinto"):
+            return stream.readinto(view[at : at + n]) or 0
+        data = stream.read(n)
+        view[at : at + len(data)] = data
+        return len(data)
 
 
 def iter_line_batches(stream: BinaryIO, batch_bytes: int = 16 * CHUNK) -> Iterator[tuple[int, bytes]]:
