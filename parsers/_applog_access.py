@@ -9,7 +9,17 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from parsers._applog_slow import attrs_object, frag, needs_escape, time_columns
+from parsers._applog_slow import (
+    attrs_object,
+    collect,
+    collect_all,
+    escape_flag,
+    fill_wall,
+    frag,
+    has_zone,
+    missing_flag,
+    time_exprs,
+)
 
 # Rust-regex twin of _applog_events.ACCESS_RE
 ACCESS_RX = (
@@ -27,11 +37,11 @@ def access_frame(rows: pl.DataFrame, first_line: int) -> pl.DataFrame:
     request = pl.col("request")
     tail = quoted.list.get(-1, null_on_oob=True).str.strip_chars_start(" ")
     head = quoted.list.get(-3, null_on_oob=True)
-    fields = (
+    plan = (
         rows.lazy()
         .with_columns(pl.col("line").str.split('"').alias("quoted"))
         .with_columns(
-            quoted.list.get(-2, null_on_oob=True).str.split(" ").alias("request"), *time_columns(rows)
+            quoted.list.get(-2, null_on_oob=True).str.split(" ").alias("request"), *time_exprs(has_zone(rows))
         )
         .with_columns(
             request.list.get(0, null_on_oob=True).alias("method"),
@@ -47,13 +57,16 @@ def access_frame(rows: pl.DataFrame, first_line: int) -> pl.DataFrame:
             & (request.list.len() == 3)
         )
         .with_columns(pl.col("target").str.splitn("?", 2).struct.field("field_0").alias("path"))
-        .collect()
     )
     # every access line holds quotes; the fields taken out of it rarely need escaping
-    plain = not needs_escape(fields, ["method", "path", "target", "client"])
-    return (
-        fields.lazy()
-        .select(
+    fields, flags = collect_all(
+        [plan, plan.select(escape_flag(["method", "path", "target", "client"]), missing_flag())]
+    )
+    if flags.get_column("missing")[0]:
+        fields = fill_wall(fields)
+    plain = not flags.get_column("esc")[0]
+    return collect(
+        fields.lazy().select(
             pl.col("wall"),
             pl.col("off_min"),
             pl.lit(None, dtype=pl.Float64).alias("took_s"),
@@ -77,27 +90,29 @@ def access_frame(rows: pl.DataFrame, first_line: int) -> pl.DataFrame:
             ).alias("attrs"),
             (pl.col("i").cast(pl.Int64) + first_line).alias("line"),
         )
-        .collect()
     )
 
 
-def finish(frames: list[pl.DataFrame], mode: str, tz: dt.tzinfo) -> tuple[list[pl.DataFrame], str]:
-    """The frames (one per batch, consumed) with ``ts`` in the file's time mode (naive wall
-    clock, or UTC when the artifact's times carry zones); rows whose time could not be read
-    are dropped. Converted one by one so only one extra batch is alive at a time."""
+def finish(
+    frames: list[tuple[int, pl.DataFrame]], mode: str, tz: dt.tzinfo
+) -> tuple[list[pl.DataFrame], str]:
+    """The frames (``(line offset, frame)`` per batch, consumed) with ``line`` made absolute
+    and in order, and ``ts`` in the file's time mode (naive wall clock, or UTC when the
+    artifact's times carry zones); rows whose time could not be read are dropped. Converted
+    one by one so only one extra batch is alive at a time."""
     if not frames:
         return [], mode
     if not mode:
         printed = (pl.col("wall").is_not_null() & pl.col("off_min").is_not_null()).any()
-        mode = "aware" if any(f.select(printed).item() for f in frames) else "naive"
+        mode = "aware" if any(f.select(printed).item() for _, f in frames) else "naive"
     out = []
     while frames:
-        out.append(_with_times(frames.pop(0), mode, tz))
+        offset, frame = frames.pop(0)
+        out.append(_with_times(frame, offset, mode, tz))
     return out, mode
 
 
-def _with_times(df: pl.DataFrame, mode: str, tz: dt.tzinfo) -> pl.DataFrame:
-    df = df.filter(pl.col("wall").is_not_null())
+def _with_times(df: pl.DataFrame, offset: int, mode: str, tz: dt.tzinfo) -> pl.DataFrame:
     utc_from_offset = (pl.col("wall") - pl.duration(minutes=pl.col("off_min"))).dt.replace_time_zone("UTC")
     if mode == "aware":
         if isinstance(tz, ZoneInfo):
@@ -107,8 +122,8 @@ def _with_times(df: pl.DataFrame, mode: str, tz: dt.tzinfo) -> pl.DataFrame:
                 .dt.convert_time_zone("UTC")
             )
         else:
-            offset = tz.utcoffset(None) or dt.timedelta(0)
-            local = (pl.col("wall") - offset).dt.replace_time_zone("UTC")
+            offset_td = tz.utcoffset(None) or dt.timedelta(0)
+            local = (pl.col("wall") - offset_td).dt.replace_time_zone("UTC")
         ts = pl.when(pl.col("off_min").is_not_null()).then(utc_from_offset).otherwise(local)
     else:
         if isinstance(tz, ZoneInfo):
@@ -119,8 +134,14 @@ def _with_times(df: pl.DataFrame, mode: str, tz: dt.tzinfo) -> pl.DataFrame:
     dtype = pl.Datetime("ns", "UTC" if mode == "aware" else None)
     end = ts.cast(dtype)
     took = pl.duration(microseconds=(pl.col("took_s") * 1e6).round(0).cast(pl.Int64))
-    df = df.with_columns(
-        pl.when(pl.col("took_s").is_not_null()).then(end - took).otherwise(end).alias("ts"),
-        pl.when(pl.col("took_s").is_not_null()).then(end).otherwise(None).cast(dtype).alias("end"),
+    plan = (
+        df.lazy()
+        .filter(pl.col("wall").is_not_null())
+        .with_columns(
+            pl.when(pl.col("took_s").is_not_null()).then(end - took).otherwise(end).alias("ts"),
+            pl.when(pl.col("took_s").is_not_null()).then(end).otherwise(None).cast(dtype).alias("end"),
+            pl.col("line") + offset,
+        )
+        .drop("wall", "off_min", "took_s")
     )
-    return df.drop("wall", "off_min", "took_s")
+    return collect(plan)

@@ -2,11 +2,13 @@
 look at, which are access lines and which are one-line slow-callback warnings (both handled
 column-wise). Cost per batch is two regex passes over the whole batch (one combined literal
 alternation, one anchored time test) and numpy on row indices; everything else runs over the
-few rows those select."""
+few rows those select, in one polars call. A batch is scanned on its own (``scan_block``);
+the time it inherits from earlier batches is applied afterwards (``resolve_carry``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
@@ -14,7 +16,7 @@ import polars as pl
 
 from parsers import _logprefix as lp
 from parsers._applog_access import ACCESS_RX
-from parsers._applog_slow import FAST_RX
+from parsers._applog_slow import FAST_RX, collect_all
 from parsers.lines import iter_line_blocks
 
 # lines that may make an event: Python looks at them (unless the column-wise paths take them)
@@ -35,92 +37,104 @@ def batches(stream: BinaryIO, batch_bytes: int) -> Iterator[bytes]:
     return iter_line_blocks(stream, batch_bytes)
 
 
-class Scanner:
-    """Carries the last time-bearing line across batches, so an unprefixed line at the start
-    of a batch inherits the time of the line before it wherever the batch boundary falls."""
+@dataclass
+class Scan:
+    """One batch after the vectorised pass. Rows before the batch's first time are marked
+    ``carry`` (their time is the previous batches' last one, applied by ``resolve_carry``), so
+    batches can be scanned in any order and in parallel."""
 
-    def __init__(self, fast_rx: str = FAST_RX) -> None:
-        self.carry_ts: str | None = None
-        self.fast_rx = fast_rx  # which warnings take the column-wise path
-        self.lines = 0
+    lines: int  # the batch's line count (a last line without its newline included)
+    last_ts: str | None  # head of the batch's last line with a time (what later lines inherit)
+    python_rows: pl.DataFrame  # i, line, ts, nul, carry, could_access: lines Python must look at
+    access: pl.DataFrame  # i, line, ts: access lines with a time
+    slow: pl.DataFrame  # i, line, ts: one-line slow-callback warnings with their own time
 
-    def candidates(self, block: bytes) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-        """Rows (i, line, ts, nul) of the lines Python must look at, i 0-based in the block,
-        and rows (i, line, ts) of access lines and of one-line slow-callback warnings with
-        their own time. ``ts`` is the head of the line whose time the row has or inherits."""
-        try:
-            frame = pl.read_lines(block)
-        except Exception:  # invalid UTF-8: replace, the newlines stay where they were
-            frame = pl.read_lines(block.decode("utf-8", "replace").encode())
-        self.lines = n = frame.height  # the block's line count (a last line without its newline included)
-        line = pl.col("line")
-        if n == 0:
-            empty = frame.select(pl.lit(0, pl.UInt32).alias("i"), "line", pl.lit(None, pl.Utf8).alias("ts"))
-            return empty.with_columns(pl.lit(False).alias("nul")), empty, empty
-        flags = frame.select(line.str.contains(_HIT_RX).alias("hit"), line.str.contains(lp.TS_START_RX).alias("tsl"))
-        hit = flags.get_column("hit").to_numpy()
-        tsl = flags.get_column("tsl").to_numpy()
-        # lines without a time at their head: do they start a record at all, a traceback?
-        untimed = np.flatnonzero(~tsl)
-        odd = (
-            frame.select(
-                line.gather(untimed).str.contains(lp.PREFIX_RX).alias("pref"),
-                line.gather(untimed).str.starts_with(_TB_START).alias("tb"),
-            )
-            if len(untimed)
-            else None
+
+def scan_block(block: bytes, fast_rx: str = FAST_RX) -> Scan:
+    """Which lines of ``block`` Python must look at, which are access lines and which are
+    one-line slow-callback warnings (both handled column-wise). ``i`` is 0-based in the block;
+    ``ts`` is the head of the line whose time the row has or inherits within the block."""
+    try:
+        frame = pl.read_lines(block)
+    except Exception:  # invalid UTF-8: replace, the newlines stay where they were
+        frame = pl.read_lines(block.decode("utf-8", "replace").encode())
+    n = frame.height
+    line = pl.col("line")
+    if n == 0:
+        empty = frame.select(pl.lit(0, pl.UInt32).alias("i"), "line", pl.lit(None, pl.Utf8).alias("ts"))
+        python_rows = empty.with_columns(pl.lit(False).alias(c) for c in ("nul", "carry", "could_access"))
+        return Scan(0, None, python_rows, empty, empty)
+    flags = frame.select(
+        line.str.contains(_HIT_RX).alias("hit"), line.str.contains(lp.TS_START_RX).alias("tsl")
+    )
+    hit = flags.get_column("hit").to_numpy()
+    tsl = flags.get_column("tsl").to_numpy()
+    # lines without a time at their head: do they start a record at all, a traceback?
+    untimed = np.flatnonzero(~tsl)
+    pref = np.ones(n, dtype=bool)
+    tb_next = np.zeros(n, dtype=bool)
+    if len(untimed):
+        odd = frame.select(
+            line.gather(untimed).str.contains(lp.PREFIX_RX).alias("pref"),
+            line.gather(untimed).str.starts_with(_TB_START).alias("tb"),
         )
-        pref = np.ones(n, dtype=bool)
-        tb_next = np.zeros(n, dtype=bool)
-        if odd is not None:
-            pref[untimed] = odd.get_column("pref").to_numpy()
-            tb_rows = untimed[odd.get_column("tb").to_numpy()]
-            tb_next[tb_rows[tb_rows > 0] - 1] = True
-        rows = np.arange(n, dtype=np.int64)
-        own = hit | ~pref | tb_next
-        own[n - 1] = True
-        sel = np.flatnonzero(own)
-        # the row whose time each selected row has or inherits (-1: before any in this batch)
-        ts_row = np.maximum.accumulate(np.where(tsl, rows, -1))[sel]
-        carried = self.carry_ts
-        timed_rows = np.flatnonzero(tsl)
-        if len(timed_rows):
-            self.carry_ts = frame.get_column("line")[int(timed_rows[-1])][:TS_SLICE]
-        lines = frame.get_column("line")
-        sel_lines = lines.gather(sel)
-        stamps = sel_lines.str.slice(0, TS_SLICE)
-        borrowed = np.flatnonzero((ts_row != sel) & (ts_row >= 0))  # time from an earlier line
-        if len(borrowed):
-            stamps = stamps.scatter(borrowed, lines.gather(ts_row[borrowed]).str.slice(0, TS_SLICE))
-        inherited = ts_row >= 0
-        if not inherited.all():
-            stamps = stamps.scatter(np.flatnonzero(~inherited), carried)
-        sub = pl.DataFrame(
-            {
-                "i": pl.Series(sel, dtype=pl.UInt32),
-                "line": sel_lines,
-                "ts": stamps,
-                "tsl": tsl[sel],
-                "strict": (~pref | tb_next)[sel] | (sel == n - 1),
-            }
+        pref[untimed] = odd.get_column("pref").to_numpy()
+        tb_rows = untimed[odd.get_column("tb").to_numpy()]
+        tb_next[tb_rows[tb_rows > 0] - 1] = True
+    own = hit | ~pref | tb_next
+    own[n - 1] = True
+    sel = np.flatnonzero(own)
+    # the row whose time each selected row has or inherits (-1: before any in this batch)
+    ts_row = np.maximum.accumulate(np.where(tsl, np.arange(n, dtype=np.int64), -1))[sel]
+    timed_rows = np.flatnonzero(tsl)
+    last_ts = frame.get_column("line")[int(timed_rows[-1])][:TS_SLICE] if len(timed_rows) else None
+    carry = ts_row < 0
+    # a null index (row -1: no time yet in this batch) gathers a null
+    stamps = line.gather(pl.Series(ts_row).cast(pl.UInt32, strict=False)).str.slice(0, TS_SLICE)
+    # one plan over the selected rows, three outputs (the shared part runs once)
+    flagged = (
+        frame.lazy()
+        .select(
+            pl.lit(pl.Series("i", sel, dtype=pl.UInt32)),
+            line.gather(pl.Series(sel, dtype=pl.UInt32)),
+            stamps.alias("ts"),
+            pl.lit(pl.Series("tsl", tsl[sel])),
+            pl.lit(pl.Series("strict", (~pref | tb_next)[sel] | (sel == n - 1))),
+            pl.lit(pl.Series("carry", carry)),
         )
-        flagged = (
-            sub.lazy()
-            .with_columns(
-                (pl.col("strict") | line.str.contains(CANDIDATE_RX)).alias("keep"),
-                line.str.contains(" HTTP/", literal=True).alias("http"),
-                line.str.contains("\x00", literal=True).alias("nul"),
-            )
-            .filter(pl.col("keep") | pl.col("http"))
-            .with_columns(
-                (~pl.col("keep") & pl.col("ts").is_not_null() & line.str.contains(ACCESS_RX)).alias("access"),
-                (pl.col("keep") & ~pl.col("nul") & pl.col("tsl") & line.str.contains(self.fast_rx)).alias("fast"),
-            )
-            .collect()
+        .with_columns(
+            (pl.col("strict") | line.str.contains(CANDIDATE_RX)).alias("keep"),
+            line.str.contains(" HTTP/", literal=True).alias("http"),
+            line.str.contains("\x00", literal=True).alias("nul"),
         )
-        access = flagged.filter(pl.col("access")).select("i", "line", "ts")
-        slow = flagged.filter(pl.col("fast")).select("i", "line", "ts")
-        python_rows = flagged.filter((pl.col("keep") | ~pl.col("access")) & ~pl.col("fast")).select(
-            "i", "line", "ts", "nul"
+        .filter(pl.col("keep") | pl.col("http"))
+        .with_columns(
+            (~pl.col("keep") & line.str.contains(ACCESS_RX)).alias("could_access"),
+            (pl.col("keep") & ~pl.col("nul") & pl.col("tsl") & line.str.contains(fast_rx)).alias("fast"),
         )
-        return python_rows, access, slow
+        .with_columns((pl.col("could_access") & pl.col("ts").is_not_null()).alias("access"))
+    )
+    access, slow, python_rows = collect_all(
+        [
+            flagged.filter(pl.col("access")).select("i", "line", "ts"),
+            flagged.filter(pl.col("fast")).select("i", "line", "ts"),
+            flagged.filter((pl.col("keep") | ~pl.col("access")) & ~pl.col("fast")).select(
+                "i", "line", "ts", "nul", "carry", "could_access"
+            ),
+        ]
+    )
+    return Scan(n, last_ts, python_rows, access, slow)
+
+
+def resolve_carry(scan: Scan, carried: str | None) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """The batch's Python rows (i, line, ts, nul) with the rows before its first time given
+    ``carried`` (the previous batches' last time head), and the access lines that only this
+    time makes (None when there are none)."""
+    rows = scan.python_rows
+    if carried is None or not rows.get_column("carry").any():
+        return rows.select("i", "line", "ts", "nul"), None
+    carry = pl.col("carry")
+    rows = rows.with_columns(pl.when(carry).then(pl.lit(carried, pl.Utf8)).otherwise("ts").alias("ts"))
+    moved = carry & pl.col("could_access")
+    access = rows.filter(moved).select("i", "line", "ts")
+    return rows.filter(~moved).select("i", "line", "ts", "nul"), (access if access.height else None)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+from contextlib import nullcontext
 
 import polars as pl
 
@@ -20,6 +22,31 @@ _SUFFIX_RX = r"( took \d+(?:\.\d+)? seconds\s*)$"
 _TS_RX = (
     r"^(?:\x1b\[[0-9;]*m)*\[?\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d{1,9})?(?: ?(?:Z|[+-]\d\d:?\d\d))?\]?"
 )
+
+
+def _engine() -> str | None:
+    """The in-memory engine: these plans are small and many, and its fixed cost per call is
+    about half the streaming engine's. None where polars predates the choice."""
+    try:
+        pl.LazyFrame({"a": [1]}).collect(engine="in-memory")
+    except (TypeError, ValueError):
+        return None
+    return "in-memory"
+
+
+ENGINE = _engine()
+
+
+def collect(plan: pl.LazyFrame) -> pl.DataFrame:
+    return plan.collect(engine=ENGINE) if ENGINE else plan.collect()
+
+
+def collect_all(plans: list[pl.LazyFrame]) -> list[pl.DataFrame]:
+    """Several plans in one call; their shared part runs once."""
+    try:
+        return pl.collect_all(plans, engine=ENGINE) if ENGINE else pl.collect_all(plans)
+    except TypeError:  # a polars whose collect_all has no engine choice
+        return pl.collect_all(plans)
 
 
 def frag(key: str, value: pl.Expr, plain: bool = False) -> pl.Expr:
@@ -39,56 +66,56 @@ def attrs_object(fragments: list[pl.Expr]) -> pl.Expr:
     )
 
 
-def needs_escape(df: pl.DataFrame, columns: list[str]) -> bool:
-    """Whether any value of ``columns`` holds a quote, backslash or control character."""
-    if df.height == 0:
-        return False
-    exprs = [pl.col(c).str.contains(r'["\\\x00-\x1f]').any() for c in columns]
-    return bool(df.select(pl.any_horizontal(exprs)).item())
+def escape_flag(columns: list[str]) -> pl.Expr:
+    """Whether any value of ``columns`` holds a quote, backslash or control character (one
+    row, column ``esc``)."""
+    return pl.any_horizontal([pl.col(c).str.contains(r'["\\\x00-\x1f]').any() for c in columns]).alias("esc")
 
 
 def has_zone(df: pl.DataFrame) -> bool:
     """Whether the time texts carry an offset (checked on a few rows: a file keeps one format)."""
-    texts = df.get_column("ts").drop_nulls()
-    if texts.len() == 0:
-        return False
-    picks = {0, texts.len() // 2, texts.len() - 1}
-    for k in picks:
-        stamp = lp.parse_stamp(lp.ts_text_of(lp_clean(texts[k])))
+    ts = df.get_column("ts")
+    n = ts.len()
+    picks = [ts[k] for k in sorted({0, n // 2, n - 1})] if n else []
+    if any(text is None for text in picks):
+        texts = ts.drop_nulls()
+        picks = [texts[k] for k in sorted({0, texts.len() // 2, texts.len() - 1})] if texts.len() else []
+    for text in picks:
+        stamp = lp.parse_stamp(lp.ts_text_of(lp_clean(text)))
         if stamp is not None and stamp.tzinfo is not None:
             return True
     return False
 
 
-def time_columns(df: pl.DataFrame) -> list[pl.Expr]:
-    """``wall`` and ``off_min`` of the rows of ``df`` from its ``ts`` text column, as series
-    in ``df``'s row order (add them before anything reorders or filters the rows)."""
-    tsx = df.get_column("ts").str.strip_chars_start("[")
-    if has_zone(df):
-        off = pl.DataFrame({"tsx": tsx}).select(_offset(pl.col("tsx"))).to_series()
-    else:
-        off = pl.Series(values=[None] * len(tsx), dtype=pl.Int64)
-    return [pl.lit(wall_series(tsx)).alias("wall"), pl.lit(off).alias("off_min")]
-
-
 _COMMON_CLOCK = "%Y-%m-%d %H:%M:%S,%3f"  # logging's default asctime
 
 
-def wall_series(tsx: pl.Series) -> pl.Series:
-    """``_wall`` of each text, by one strptime where the text is logging's default asctime
-    (milliseconds not followed by another digit) and by ``_wall`` for the rest."""
-    frame = pl.DataFrame({"tsx": tsx})
-    fast = frame.select(
-        pl.when(~pl.col("tsx").str.slice(23, 1).str.contains(r"^\d"))
-        .then(pl.col("tsx").str.slice(0, 23).str.to_datetime(_COMMON_CLOCK, time_unit="ns", strict=False))
-        .alias("wall")
-    ).get_column("wall")
-    missing = fast.is_null() & tsx.is_not_null()
-    if missing.any():
-        rows = missing.arg_true()
-        slow = frame.select(pl.col("tsx").gather(rows)).select(_wall(pl.col("tsx"))).to_series()
-        fast = fast.scatter(rows, slow)
-    return fast
+def time_exprs(zone: bool) -> list[pl.Expr]:
+    """``wall`` and ``off_min`` from the ``ts`` text column. ``wall`` here is one strptime,
+    for logging's default asctime (milliseconds not followed by another digit); the other
+    formats are left null for ``fill_wall`` (``missing_flag`` says whether there are any).
+    ``zone``: whether the texts print an offset (``has_zone``)."""
+    tsx = pl.col("ts").str.strip_chars_start("[")
+    wall = pl.when(~tsx.str.slice(23, 1).str.contains(r"^\d")).then(
+        tsx.str.slice(0, 23).str.to_datetime(_COMMON_CLOCK, time_unit="ns", strict=False)
+    )
+    off = _offset(tsx) if zone else pl.lit(None, pl.Int64)
+    return [wall.alias("wall"), off.alias("off_min")]
+
+
+def missing_flag() -> pl.Expr:
+    """Whether some row has a time text that ``time_exprs`` did not read (one row)."""
+    return (pl.col("wall").is_null() & pl.col("ts").is_not_null()).any().alias("missing")
+
+
+def fill_wall(df: pl.DataFrame) -> pl.DataFrame:
+    """``wall`` of the rows ``time_exprs`` left null, by the general slicer ``_wall``."""
+    rows = (df.get_column("wall").is_null() & df.get_column("ts").is_not_null()).arg_true()
+    if rows.len() == 0:
+        return df
+    tsx = df.select(pl.col("ts").gather(rows).str.strip_chars_start("[").alias("tsx"))
+    slow = tsx.select(_wall(pl.col("tsx"))).to_series()
+    return df.with_columns(df.get_column("wall").scatter(rows, slow))
 
 
 # what varies between warnings of one callback and never reaches an attribute: the task's
@@ -99,12 +126,19 @@ _VARYING_RX = r"\bwhen=[-+.0-9eE]+| at 0x[0-9a-fA-F]+"
 _FACTS_KEPT = 20_000  # distinct reprs remembered across batches (memory stays bounded)
 
 
-def slow_frame(rows: pl.DataFrame, first_line: int, facts: dict[str, dict] | None = None) -> pl.DataFrame:
+def slow_frame(
+    rows: pl.DataFrame,
+    first_line: int,
+    facts: dict[str, dict] | None = None,
+    lock: threading.Lock | None = None,
+) -> pl.DataFrame:
     """``rows``: i, line, ts (the line's own time text). Same columns as access frames.
-    ``facts``: a dict the caller keeps across batches (what each distinct repr says)."""
+    ``facts``: a dict the caller keeps across batches (what each distinct repr says), guarded
+    by ``lock`` when batches run in parallel.
+    Few polars calls, whatever the number of rows: each call has a fixed cost."""
     line = pl.col("line")
     # literal splits and an end-anchored regex: a capture around ".*" costs ~10x more
-    frame = (
+    plan = (
         rows.lazy()
         .with_columns(
             line.str.splitn("Executing <", 2).alias("parts"),
@@ -122,15 +156,26 @@ def slow_frame(rows: pl.DataFrame, first_line: int, facts: dict[str, dict] | Non
                 pl.col("repr").str.extract(r"\bname=\"([^\"]*)\"", 1),
             ).alias("task_name"),
             pl.col("repr").str.replace_all(_NAME_RX, "name=?").str.replace_all(_VARYING_RX, "").alias("key"),
+            *time_exprs(has_zone(rows)),
         )
-        .select("i", "ts", "took_text", "full_head", "head", "task_name", "key")
-        .collect()
+        .select("i", "ts", "took_text", "full_head", "head", "task_name", "key", "wall", "off_min")
     )
-    kinds = _kinds(frame, {} if facts is None else facts)
+    frame, pairs, flags = collect_all(
+        [
+            plan,
+            plan.unique(subset=["key", "head"], keep="first", maintain_order=True).select(
+                "key", "head", "full_head"
+            ),
+            plan.select(escape_flag(["task_name"]), missing_flag()),
+        ]
+    )
+    with lock or nullcontext():
+        kinds = _kinds(pairs, {} if facts is None else facts)
+    if flags.get_column("missing")[0]:
+        frame = fill_wall(frame)
     took = pl.col("took_text").cast(pl.Float64)
-    task = frag("task_name", pl.col("task_name"), not needs_escape(frame, ["task_name"]))
-    frame = frame.with_columns(time_columns(frame))  # before the join: ``wall`` is a series in row order
-    return (
+    task = frag("task_name", pl.col("task_name"), not flags.get_column("esc")[0])
+    out = (
         frame.lazy()
         .join(kinds.lazy(), on=["key", "head"], how="left")
         .select(
@@ -148,22 +193,27 @@ def slow_frame(rows: pl.DataFrame, first_line: int, facts: dict[str, dict] | Non
             took.alias("value"),
             pl.format("event loop blocked {} s by {}", "took_text", "label").alias("message"),
             pl.concat_str(
-                [pl.lit("{"), pl.concat_str(["pre", task, "post"], separator=",", ignore_nulls=True), pl.lit("}")]
+                [
+                    pl.lit("{"),
+                    pl.concat_str(["pre", task, "post"], separator=",", ignore_nulls=True),
+                    pl.lit("}"),
+                ]
             ).alias("attrs"),
             (pl.col("i").cast(pl.Int64) + first_line).alias("line"),
         )
         .sort("line")
-        .collect()
     )
+    return collect(out)
 
 
-def _kinds(frame: pl.DataFrame, facts: dict[str, dict]) -> pl.DataFrame:
-    """Per distinct (masked repr, line head): entity, label and the attribute fragments
-    before (``pre``) and after (``post``) the per-row task name, as JSON text. The pairs are
-    few, so this part is plain Python (a polars plan would cost more than the work).
-    ``facts``: what each masked repr says, carried from batch to batch (reprs recur)."""
-    pairs = frame.select("key", "head", "full_head").unique(subset=["key", "head"], keep="first")
-    keys = pairs.get_column("key").unique().to_list()
+def _kinds(pairs: pl.DataFrame, facts: dict[str, dict]) -> pl.DataFrame:
+    """Per distinct (masked repr, line head) pair (``pairs``: key, head, full_head): entity,
+    label and the attribute fragments before (``pre``) and after (``post``) the per-row task
+    name, as JSON text. The pairs are few, so this part is plain Python (a polars plan would
+    cost more than the work). ``facts``: what each masked repr says, carried from batch to
+    batch (reprs recur)."""
+    triples = pairs.rows()
+    keys = list(dict.fromkeys(key for key, _, _ in triples))
     todo = [key for key in keys if key not in facts]
     if todo:
         if len(facts) + len(todo) > _FACTS_KEPT:
@@ -171,10 +221,13 @@ def _kinds(frame: pl.DataFrame, facts: dict[str, dict]) -> pl.DataFrame:
             todo = keys
         known = _repr_facts(pl.DataFrame({"key": todo}, schema={"key": pl.Utf8}))
         facts.update((row["key"], row) for row in known.iter_rows(named=True))
-    heads = {row["head"]: row for row in _prefix_facts(pairs).iter_rows(named=True)}
+    heads: dict[str, dict] = {}
     out = []
-    for key, head, _ in pairs.iter_rows():
-        f, h = facts[key], heads[head]
+    for key, head, full_head in triples:
+        f = facts[key]
+        h = heads.get(head)
+        if h is None:
+            h = heads[head] = _prefix_facts(full_head)
         pid = h["pid"]
         lane = f"loop:{pid}" if pid is not None else "loop:main"
         coro, state, where = f["coro"], f["coro_state"], f["where"]
@@ -191,18 +244,23 @@ def _kinds(frame: pl.DataFrame, facts: dict[str, dict]) -> pl.DataFrame:
                 ("created_at", f["created_at"]),
                 ("callback", f["callback"]),
                 ("running_at", where if state == "running" else None),
-                ("defined_at", where if coro is not None and state is not None and state != "running" else None),
+                (
+                    "defined_at",
+                    where if coro is not None and state is not None and state != "running" else None,
+                ),
                 ("source", where if coro is None else None),
                 ("lane", lane),
                 ("logger", h["logger"]),
             )
         )
-        tail = ([f'"pid":{pid}'] if pid is not None else []) + ([_frag("level", h["level"])] if h["level"] else [])
+        tail = ([f'"pid":{pid}'] if pid is not None else []) + (
+            [_frag("level", h["level"])] if h["level"] else []
+        )
         post = ",".join(filter(None, [post, *tail]))
         out.append((key, head, entity, name if name is not None else f["family"], pre or None, post or None))
     return pl.DataFrame(
-        out, schema=["key", "head", "entity", "label", "pre", "post"], orient="row"
-    ).cast(pl.Utf8)
+        out, schema={c: pl.Utf8 for c in ("key", "head", "entity", "label", "pre", "post")}, orient="row"
+    )
 
 
 def _frag(key: str, value: str) -> str:
@@ -238,8 +296,9 @@ def _repr_facts(reprs: pl.DataFrame) -> pl.DataFrame:
     return (
         reprs.lazy()
         .with_columns(
-            repr_text.str.replace(r"^<(?:TimerHandle|Handle)\s+(?:cancelled\s+)?(?:when=\S+\s+)?", "")
-            .alias("body"),
+            repr_text.str.replace(r"^<(?:TimerHandle|Handle)\s+(?:cancelled\s+)?(?:when=\S+\s+)?", "").alias(
+                "body"
+            ),
         )
         .with_columns(
             family.alias("family"),
@@ -270,21 +329,10 @@ def _repr_facts(reprs: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _prefix_facts(frame: pl.DataFrame) -> pl.DataFrame:
-    """Level, logger and pid of each distinct line head (few: one per logger/process)."""
-    heads = frame.select("head", "full_head").unique(subset="head", keep="first")
-    rows = []
-    for head, full_head in heads.iter_rows():
-        prefix = lp.split(lp_clean(full_head or "") + "Executing <x> took 1.000 seconds")
-        rows.append(
-            {
-                "head": head,
-                "level": prefix.level or None,
-                "logger": prefix.logger or None,
-                "pid": prefix.pid or None,
-            }
-        )
-    return pl.DataFrame(rows, schema={"head": pl.Utf8, "level": pl.Utf8, "logger": pl.Utf8, "pid": pl.Utf8})
+def _prefix_facts(full_head: str | None) -> dict[str, str | None]:
+    """Level, logger and pid of a line head (few distinct ones: one per logger/process)."""
+    prefix = lp.split(lp_clean(full_head or "") + "Executing <x> took 1.000 seconds")
+    return {"level": prefix.level or None, "logger": prefix.logger or None, "pid": prefix.pid or None}
 
 
 def lp_clean(text: str) -> str:

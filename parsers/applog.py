@@ -24,12 +24,20 @@ none at all) cannot be placed on the timeline: they go to the ``applog_untimed``
 Every line is counted as parsed (ordinary INFO/DEBUG lines just count), except lines with NUL
 bytes (``decode_error``). Speed: each batch of lines is filtered by polars first; only
 candidate lines (warnings, errors, tracebacks, access lines, unprefixed lines) reach Python.
+The column-wise part of a batch (scan, access lines, one-line slow callbacks) runs in one of
+``WORKERS`` threads ahead of the in-order Python part; what a batch inherits from the ones
+before it (the last time seen, line numbers) is applied in order, so the output does not
+depend on the threads.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import BinaryIO
 
 import numpy as np
@@ -38,7 +46,7 @@ import polars as pl
 from parsers import _logprefix as lp
 from parsers._applog_access import access_frame, finish
 from parsers._applog_events import Emitter, Record
-from parsers._applog_scan import Scanner, batches
+from parsers._applog_scan import Scan, batches, resolve_carry, scan_block
 from parsers._applog_slow import FAST_RX, slow_frame, stall_metrics
 from parsers._asyncio_repr import SLOW_RE, WRAP_START_RE
 from parsers.base import Accounting, ParseContext, ParseResult
@@ -56,6 +64,7 @@ CONT_RE = re.compile(
 )
 MAX_LINE = 200_000
 BATCH_BYTES = 8 << 20  # lines handed to polars at a time (memory stays flat in file size)
+WORKERS = 2  # batches scanned column-wise in parallel, ahead of the in-order Python part
 MAX_WRAP_LINES = 40
 
 # -- sniffing ------------------------------------------------------------------------------
@@ -137,36 +146,63 @@ class _State:
 def parse(stream: BinaryIO, *, ctx: ParseContext) -> ParseResult:
     st = _State(ctx)
     total = 0
-    scanner = Scanner(FAST_RX)
-    repr_facts: dict[str, dict] = {}
-    for block in batches(stream, BATCH_BYTES):
-        first = total + 1
-        rows, access, slow = scanner.candidates(block)
-        n_lines = scanner.lines
-        pieces = [access_frame(access, first)] if access.height else []
-        if slow.height:
-            pieces.append(slow_frame(slow, first, repr_facts))
-        if pieces:  # one frame per batch: its rows interleave with this batch's Python events
-            st.frames.append(pieces[0] if len(pieces) == 1 else pl.concat(pieces))
-        for i, text, ts_text, nul in rows.iter_rows():
-            number = first + i
-            if nul:
-                _close(st)
-                st.acct.skip(
-                    "decode_error", number, text, f"{ctx.file}:{number}: expected text, saw NUL bytes"
-                )
+    carried: str | None = None  # head of the last line with a time, for lines that inherit it
+    ahead = 0  # lines of batches scanned ahead and not consumed (counted when abandoning)
+    vector = partial(_vector_pass, facts={}, lock=threading.Lock())
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        inflight: deque = deque()
+        for block in batches(stream, BATCH_BYTES):
+            inflight.append(pool.submit(vector, block))
+            if len(inflight) > WORKERS:
+                total, carried = _consume(st, inflight.popleft().result(), total, carried)
+                if st.acct.should_abandon:
+                    break
+        while inflight:
+            done = inflight.popleft().result()
+            if st.acct.should_abandon:
+                ahead += done[0].lines
                 continue
-            _line(st, number, text, ts_text)
-        total += n_lines
-        if st.acct.should_abandon:
-            break
+            total, carried = _consume(st, done, total, carried)
     _close(st)
-    rest = sum(1 for _ in stream) if st.acct.should_abandon else 0
+    rest = ahead + sum(1 for _ in stream) if st.acct.should_abandon else 0
     st.acct.total = total + rest
     st.acct.parsed(st.acct.total - st.acct.skipped_count - st.acct.parsed_count - rest)
     if rest:
         st.acct.abandon(total, rest)
     return _result(st)
+
+
+def _vector_pass(block: bytes, *, facts: dict, lock: threading.Lock) -> tuple[Scan, list[pl.DataFrame]]:
+    """The column-wise part of one batch (runs in a worker; line numbers 0-based in the batch)."""
+    scan = scan_block(block, FAST_RX)
+    pieces = [access_frame(scan.access, 0)] if scan.access.height else []
+    if scan.slow.height:
+        pieces.append(slow_frame(scan.slow, 0, facts, lock))
+    return scan, pieces
+
+
+def _consume(
+    st: _State, done: tuple[Scan, list[pl.DataFrame]], total: int, carried: str | None
+) -> tuple[int, str | None]:
+    """One batch, in file order: its column-wise events kept, its Python rows parsed."""
+    scan, pieces = done
+    first = total + 1
+    rows, moved = resolve_carry(scan, carried)
+    if moved is not None:
+        pieces = [*pieces, access_frame(moved, 0)]
+    if pieces:  # one frame per batch: its rows interleave with this batch's Python events
+        frame = pieces[0] if len(pieces) == 1 else pl.concat(pieces).sort("line")
+        st.frames.append((first, frame))
+    for i, text, ts_text, nul in rows.iter_rows():
+        number = first + i
+        if nul:
+            _close(st)
+            st.acct.skip(
+                "decode_error", number, text, f"{st.ctx.file}:{number}: expected text, saw NUL bytes"
+            )
+            continue
+        _line(st, number, text, ts_text)
+    return total + scan.lines, scan.last_ts if scan.last_ts is not None else carried
 
 
 def _line(st: _State, number: int, text: str, ts_text: str | None) -> None:
@@ -268,7 +304,11 @@ def _interleave(events: pl.DataFrame, pieces: list[pl.DataFrame]) -> pl.DataFram
     merged, start = [], 0
     while pieces:
         piece = pieces.pop(0).select(casts)
-        stop = int(np.searchsorted(py_lines, piece.get_column("line").max(), side="right")) if piece.height else start
+        stop = (
+            int(np.searchsorted(py_lines, piece.get_column("line").max(), side="right"))
+            if piece.height
+            else start
+        )
         part = pl.concat([events.slice(start, stop - start), piece])
         merged.append(part.sort("line", maintain_order=True) if stop > start else part)
         start = stop
