@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from parsers._applog_slow import _TS_RX as TS_RX
 from parsers._applog_slow import (
     attrs_object,
     collect,
@@ -18,6 +19,7 @@ from parsers._applog_slow import (
     frag,
     has_zone,
     missing_flag,
+    prefix_tail,
     time_exprs,
 )
 
@@ -56,12 +58,25 @@ def access_frame(rows: pl.DataFrame, first_line: int) -> pl.DataFrame:
             & pl.col("target").is_not_null()
             & (request.list.len() == 3)
         )
-        .with_columns(pl.col("target").str.splitn("?", 2).struct.field("field_0").alias("path"))
+        .with_columns(
+            pl.col("target").str.splitn("?", 2).struct.field("field_0").alias("path"),
+            # the line's logging prefix without its time: few distinct ones, read once each
+            pl.col("line")
+            .str.strip_suffix(pl.format('{} - "{}"{}', "client", quoted.list.get(-2), quoted.list.get(-1)))
+            .str.replace(TS_RX, "")
+            .alias("key"),
+        )
     )
     # every access line holds quotes; the fields taken out of it rarely need escaping
-    fields, flags = collect_all(
-        [plan, plan.select(escape_flag(["method", "path", "target", "client"]), missing_flag())]
+    fields, heads, flags = collect_all(
+        [
+            plan,
+            plan.unique(subset="key", keep="first", maintain_order=True).select("key", "line"),
+            plan.select(escape_flag(["method", "path", "target", "client"]), missing_flag()),
+        ]
     )
+    keys = heads.get_column("key")
+    tails = pl.Series([prefix_tail(line) for line in heads.get_column("line")], dtype=pl.Utf8)
     if flags.get_column("missing")[0]:
         fields = fill_wall(fields)
     plain = not flags.get_column("esc")[0]
@@ -86,6 +101,7 @@ def access_frame(rows: pl.DataFrame, first_line: int) -> pl.DataFrame:
                     frag("target", pl.when(pl.col("target") != pl.col("path")).then(pl.col("target")), plain),
                     pl.format('"status":{}', "status"),
                     frag("client", pl.col("client"), plain),
+                    pl.col("key").replace_strict(keys, tails, default=None, return_dtype=pl.Utf8),
                 ]
             ).alias("attrs"),
             (pl.col("i").cast(pl.Int64) + first_line).alias("line"),

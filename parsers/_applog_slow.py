@@ -263,6 +263,18 @@ def _kinds(pairs: pl.DataFrame, facts: dict[str, dict]) -> pl.DataFrame:
     )
 
 
+def prefix_tail(line: str | None) -> str | None:
+    """``"logger":…,"pid":…,"level":…`` (those present) of a line's logging prefix, as the
+    per-line path adds them to every event's attributes."""
+    prefix = lp.split(lp_clean(line or ""))
+    parts = [_frag("logger", prefix.logger)] if prefix.logger else []
+    if prefix.pid:
+        parts.append(f'"pid":{int(prefix.pid)}')
+    if prefix.level:
+        parts.append(_frag("level", prefix.level))
+    return ",".join(parts) or None
+
+
 def _frag(key: str, value: str) -> str:
     return f'"{key}":{json.dumps(value, ensure_ascii=False)}'
 

@@ -272,6 +272,14 @@ def main() -> None:
             "uvicorn with uvloop in debug mode, ANSI colours forced",
         ),
         (
+            "uvicorn_app_asctime.log",
+            uvicorn + ["--loop", "asyncio"],
+            {**debug, "WEBAPP_ROOT_LOGGING": "asctime"},
+            requests,
+            "the app's root logger with %(asctime)s, uvicorn's loggers in their default format (no time): "
+            "access lines inherit the time of the line before them",
+        ),
+        (
             "uvicorn_nodebug.log",
             uvicorn + ["--loop", "asyncio"],
             {},

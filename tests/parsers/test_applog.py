@@ -246,6 +246,13 @@ EXPECTED = {
         0,
         {"http.request": 7, "log.error": 1, "loop.slow_callback": 2, "server.start": 1, "server.stop": 1},
     ),
+    "uvicorn_app_asctime.log": (
+        56,
+        11,
+        1,
+        2,
+        {"http.request": 7, "log.error": 1, "loop.slow_callback": 2, "server.start": 1, "server.stop": 1},
+    ),
     "uvicorn_nodebug.log": (
         53,
         0,
@@ -522,6 +529,7 @@ def test_batch_boundaries_do_not_change_results(monkeypatch, batch):
         "gunicorn_uvicorn_worker.log",
         "py36_lastresort.log",
         "handmade_transcript_windows.log",
+        "uvicorn_app_asctime.log",
     ]
     reference = {n: parse_file(APPLOGS / n) for n in names}
     monkeypatch.setattr(applog, "BATCH_BYTES", batch)
@@ -530,6 +538,42 @@ def test_batch_boundaries_do_not_change_results(monkeypatch, batch):
         assert got.accounting.total == ref.accounting.total
         assert all_events(got).sort("line", "kind").equals(all_events(ref).sort("line", "kind")), name
         assert got.metrics.equals(ref.metrics)
+
+
+@pytest.mark.parametrize("batch", [64, 4096, applog.BATCH_BYTES])
+def test_untimed_access_lines_take_the_time_before_them(monkeypatch, batch):
+    """uvicorn's access lines carry no time when only the app's root logger prints one: each
+    takes the time of the last line before it that has one, also when that line is in an
+    earlier batch (64 bytes: every line is a batch of its own)."""
+    path = APPLOGS / "uvicorn_app_asctime.log"
+    monkeypatch.setattr(applog, "BATCH_BYTES", batch)
+    events = parse_file(path).events.filter(pl.col("kind") == "http.request")
+    lines = path.read_text().splitlines()
+    expected, last = [], None
+    for number, text in enumerate(lines, 1):
+        stamp = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ", text)
+        if stamp:
+            last = dt.datetime.strptime(stamp[1], "%Y-%m-%d %H:%M:%S").replace(
+                microsecond=int(stamp[2]) * 1000, tzinfo=UTC
+            )
+        elif '" 200 OK' in text or '" 404 ' in text or '" 500 ' in text:
+            assert last is not None, "the sample has an access line before any time"
+            expected.append((number, last))
+    assert len(expected) == 7
+    assert events.select("line", "ts").rows() == expected
+
+
+@pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)
+def test_access_events_name_the_logger_and_level_of_their_line(bundle):
+    """Access lines are read column-wise in bulk and one by one at batch ends; both ways give
+    the event the logger, pid and level of the line's prefix."""
+    rows = parse_file(bundle / "app.log").events.filter(pl.col("kind") == "http.request").to_dicts()
+    lines = (bundle / "app.log").read_text(errors="replace").splitlines()
+    assert rows
+    for row in rows:
+        head = re.match(r"\S+ \S+ (?P<level>[A-Z]+) (?P<logger>[\w.]+): ", lines[row["line"] - 1])
+        a = attrs(row)
+        assert (a.get("level"), a.get("logger")) == (head["level"], head["logger"])
 
 
 @pytest.mark.parametrize("bundle", BUNDLES, ids=lambda p: p.name)

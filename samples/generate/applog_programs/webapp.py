@@ -5,17 +5,23 @@
     GET /boom         raises: uvicorn logs "Exception in ASGI application" with a traceback
     GET /hang?s=5     blocks longer than gunicorn's --timeout: WORKER TIMEOUT
 
-Debug mode: WEBAPP_ASYNCIO_DEBUG=1 in the environment.
+Debug mode: WEBAPP_ASYNCIO_DEBUG=1 in the environment. WEBAPP_ROOT_LOGGING=asctime: the app
+configures the root logger with %(asctime)s (asyncio's warnings then carry a time), while
+uvicorn's own loggers keep uvicorn's default format (no time).
 """
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
+
+if os.environ.get("WEBAPP_ROOT_LOGGING") == "asctime":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 async def ok(request):
