@@ -26,7 +26,8 @@ CANDIDATE_RX = (
     r"Worker exiting|Errno 24|Too many open files|TooManyConnections|ConnectionDoesNotExist|server process|"
     r"Starting gunicorn|Shutting down: Master"
 )
-_HIT_RX = CANDIDATE_RX + r"| HTTP/"  # one pass finds candidates and access-line suspects
+# one pass finds candidates, access-line suspects and lines with NUL bytes (skipped as decode_error)
+_HIT_RX = CANDIDATE_RX + r"| HTTP/|\x00"
 _TB_START = "Traceback (most recent call last)"
 TS_SLICE = 48  # characters of a line's head that hold its time (handed on to inheriting lines)
 
@@ -107,9 +108,9 @@ def scan_block(block: bytes, fast_rx: str = FAST_RX) -> Scan:
             line.str.contains(" HTTP/", literal=True).alias("http"),
             line.str.contains("\x00", literal=True).alias("nul"),
         )
-        .filter(pl.col("keep") | pl.col("http"))
+        .filter(pl.col("keep") | pl.col("http") | pl.col("nul"))
         .with_columns(
-            (~pl.col("keep") & line.str.contains(ACCESS_RX)).alias("could_access"),
+            (~pl.col("keep") & ~pl.col("nul") & line.str.contains(ACCESS_RX)).alias("could_access"),
             (pl.col("keep") & ~pl.col("nul") & pl.col("tsl") & line.str.contains(fast_rx)).alias("fast"),
         )
         .with_columns((pl.col("could_access") & pl.col("ts").is_not_null()).alias("access"))

@@ -126,7 +126,9 @@ class _State:
         self.mode = ""  # "aware" | "naive": decided by the first timestamp, later ones follow it
         self.mixed = 0
         self.timed = 0
-        self.frames: list[pl.DataFrame] = []  # column-wise built events (access lines, slow callbacks)
+        # column-wise built events (access lines, slow callbacks): (first line of the batch, frame)
+        self.frames: list[tuple[int, pl.DataFrame]] = []
+        self.prev_line = 0  # the last line Python looked at
 
     def normalise(self, stamp: dt.datetime) -> dt.datetime:
         aware = stamp.tzinfo is not None
@@ -195,6 +197,11 @@ def _consume(
         st.frames.append((first, frame))
     for i, text, ts_text, nul in rows.iter_rows():
         number = first + i
+        if not nul or number != st.prev_line + 1:
+            # lines are counted as parsed in bulk at the end: a parsed line here (or one
+            # between the last line Python saw and this one) ends a run of failed lines
+            st.acct.parsed(0)
+        st.prev_line = number
         if nul:
             _close(st)
             st.acct.skip(

@@ -638,6 +638,39 @@ def test_bad_input_never_raises():
     assert acct.skipped.get("decode_error") == 1
 
 
+def _with_nul_lines(*runs: int) -> tuple[bytes, int]:
+    """A real sample with runs of corrupted lines (a NUL byte in each, hand-made: no tool
+    here writes them) between copies of it; returns the bytes and their line count."""
+    sample = (APPLOGS / "py311_asctime_db.log").read_bytes()
+    bad = b"2026-11-28 05:43:07,000 INFO app: \x00\x00 corrupted\n"
+    data = sample + b"".join(bad * n + sample for n in runs)
+    return data, data.count(b"\n")
+
+
+@pytest.mark.parametrize("batch", [4096, applog.BATCH_BYTES])
+def test_scattered_bad_lines_do_not_abandon_the_file(monkeypatch, batch):
+    """1,500 corrupted lines, good ones, 1,500 more: no run reaches the 2,000 that abandon a file."""
+    monkeypatch.setattr(applog, "BATCH_BYTES", batch)
+    data, lines = _with_nul_lines(1500, 1500)
+    acct = parse_bytes(data).accounting
+    assert not acct.abandoned
+    assert acct.total == lines and acct.skipped.get("decode_error") == 3000
+    assert acct.parsed_count == lines - 3000
+
+
+@pytest.mark.parametrize("batch", [4096, 16384])
+def test_a_long_run_of_bad_lines_abandons_and_counts_every_line(monkeypatch, batch):
+    """Batches are scanned ahead in parallel: the lines of those not yet taken when the file
+    is abandoned are counted as abandoned, none lost. (Abandoning is decided between
+    batches, so the batches here are smaller than the file.)"""
+    monkeypatch.setattr(applog, "BATCH_BYTES", batch)
+    data, lines = _with_nul_lines(2500, 0, 0)
+    acct = parse_bytes(data).accounting
+    assert acct.abandoned
+    assert acct.total == lines and acct.parsed_count + acct.skipped_count == lines
+    assert acct.skipped.get("decode_error") >= 2000 and acct.skipped.get("abandoned") > 0
+
+
 SAMPLE_BYTES = [
     (APPLOGS / n).read_bytes()
     for n in (
