@@ -33,6 +33,7 @@ depend on the threads.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import threading
 from collections import deque
@@ -64,7 +65,9 @@ CONT_RE = re.compile(
 )
 MAX_LINE = 200_000
 BATCH_BYTES = 8 << 20  # lines handed to polars at a time (memory stays flat in file size)
-WORKERS = 2  # batches scanned column-wise in parallel, ahead of the in-order Python part
+# batches scanned column-wise in parallel, ahead of the in-order Python part (each one in
+# flight holds a batch and its frames: a few tens of MB)
+WORKERS = max(1, min(4, os.cpu_count() or 1))
 MAX_WRAP_LINES = 40
 
 # -- sniffing ------------------------------------------------------------------------------
