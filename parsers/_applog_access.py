@@ -76,7 +76,9 @@ def access_frame(rows: pl.DataFrame, first_line: int) -> pl.DataFrame:
         ]
     )
     keys = heads.get_column("key")
-    tails = pl.Series([prefix_tail(line) for line in heads.get_column("line")], dtype=pl.Utf8)
+    facts = [prefix_tail(line) for line in heads.get_column("line")]
+    tails = pl.Series([tail for tail, _ in facts], dtype=pl.Utf8)
+    fmts = pl.Series([fmt for _, fmt in facts], dtype=pl.Utf8)
     if flags.get_column("missing")[0]:
         fields = fill_wall(fields)
     plain = not flags.get_column("esc")[0]
@@ -105,6 +107,8 @@ def access_frame(rows: pl.DataFrame, first_line: int) -> pl.DataFrame:
                 ]
             ).alias("attrs"),
             (pl.col("i").cast(pl.Int64) + first_line).alias("line"),
+            # the line's log format (counted for the file's variant, then dropped)
+            pl.col("key").replace_strict(keys, fmts, default=None, return_dtype=pl.Utf8).alias("fmt"),
         )
     )
 

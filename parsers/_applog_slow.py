@@ -200,6 +200,7 @@ def slow_frame(
                 ]
             ).alias("attrs"),
             (pl.col("i").cast(pl.Int64) + first_line).alias("line"),
+            "fmt",  # the line's log format (counted for the file's variant, then dropped)
         )
         .sort("line")
     )
@@ -257,22 +258,26 @@ def _kinds(pairs: pl.DataFrame, facts: dict[str, dict]) -> pl.DataFrame:
             [_frag("level", h["level"])] if h["level"] else []
         )
         post = ",".join(filter(None, [post, *tail]))
-        out.append((key, head, entity, name if name is not None else f["family"], pre or None, post or None))
+        label = name if name is not None else f["family"]
+        out.append((key, head, entity, label, pre or None, post or None, h["fmt"]))
     return pl.DataFrame(
-        out, schema={c: pl.Utf8 for c in ("key", "head", "entity", "label", "pre", "post")}, orient="row"
+        out,
+        schema={c: pl.Utf8 for c in ("key", "head", "entity", "label", "pre", "post", "fmt")},
+        orient="row",
     )
 
 
-def prefix_tail(line: str | None) -> str | None:
+def prefix_tail(line: str | None) -> tuple[str | None, str]:
     """``"logger":…,"pid":…,"level":…`` (those present) of a line's logging prefix, as the
-    per-line path adds them to every event's attributes."""
+    per-line path adds them to every event's attributes, and the prefix's kind (the log
+    format: asctime, gunicorn, …)."""
     prefix = lp.split(lp_clean(line or ""))
     parts = [_frag("logger", prefix.logger)] if prefix.logger else []
     if prefix.pid:
         parts.append(f'"pid":{int(prefix.pid)}')
     if prefix.level:
         parts.append(_frag("level", prefix.level))
-    return ",".join(parts) or None
+    return ",".join(parts) or None, prefix.kind
 
 
 def _frag(key: str, value: str) -> str:
@@ -344,7 +349,12 @@ def _repr_facts(reprs: pl.DataFrame) -> pl.DataFrame:
 def _prefix_facts(full_head: str | None) -> dict[str, str | None]:
     """Level, logger and pid of a line head (few distinct ones: one per logger/process)."""
     prefix = lp.split(lp_clean(full_head or "") + "Executing <x> took 1.000 seconds")
-    return {"level": prefix.level or None, "logger": prefix.logger or None, "pid": prefix.pid or None}
+    return {
+        "level": prefix.level or None,
+        "logger": prefix.logger or None,
+        "pid": prefix.pid or None,
+        "fmt": prefix.kind,
+    }
 
 
 def lp_clean(text: str) -> str:

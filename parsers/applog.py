@@ -271,8 +271,10 @@ def _result(st: _State) -> ParseResult:
         if vectorised[0].schema["ts"] != events.schema["ts"]:  # no Python-path times to set the dtype
             events = events.with_columns(pl.col("ts", "end").cast(vectorised[0].schema["ts"]))
         for piece in vectorised:
-            for kind, n in piece.group_by("kind").len().iter_rows():
+            for kind, fmt, n in piece.group_by("kind", "fmt").len().iter_rows():
                 out.kinds[kind] += n
+                if fmt:  # each of these lines is a record of its own, in this format
+                    st.kinds[fmt] = st.kinds.get(fmt, 0) + n
         events = _interleave(events, vectorised)
     metrics = stall_metrics(events)
     result = ParseResult(metrics=metrics, events=events, accounting=acct, variant=_variant(st.kinds))

@@ -638,6 +638,18 @@ def test_bad_input_never_raises():
     assert acct.skipped.get("decode_error") == 1
 
 
+def test_variant_counts_the_lines_read_column_wise():
+    """The file's log format is named also when every record is read column-wise (here the
+    real slow-callback warnings of a sample and nothing else)."""
+    lines = (APPLOGS / "py311_asctime_db.log").read_text().splitlines(keepends=True)
+    warnings = [ln for ln in lines if re.search(r"Executing <.*> took \d+\.\d+ seconds$", ln)]
+    result = parse_bytes("".join(warnings).encode())
+    assert result.events.height == len(warnings) > 0
+    assert result.variant == "logging with %(asctime)s"
+    bundle = parse_file(BUNDLES[0] / "app.log")
+    assert bundle.variant.startswith("logging with %(asctime)s")
+
+
 def _with_nul_lines(*runs: int) -> tuple[bytes, int]:
     """A real sample with runs of corrupted lines (a NUL byte in each, hand-made: no tool
     here writes them) between copies of it; returns the bytes and their line count."""
