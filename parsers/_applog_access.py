@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from parsers._applog_slow import _TS_RX as TS_RX
 from parsers._applog_slow import (
+    TS_HEAD_RX,
     attrs_object,
     collect,
     collect_all,
@@ -63,7 +63,7 @@ def access_frame(rows: pl.DataFrame, first_line: int) -> pl.DataFrame:
             # the line's logging prefix without its time: few distinct ones, read once each
             pl.col("line")
             .str.strip_suffix(pl.format('{} - "{}"{}', "client", quoted.list.get(-2), quoted.list.get(-1)))
-            .str.replace(TS_RX, "")
+            .str.replace(TS_HEAD_RX, "")
             .alias("key"),
         )
     )

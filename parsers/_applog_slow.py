@@ -19,7 +19,7 @@ from parsers.lines import ANSI_RE
 FAST_RX = r"Executing <.*> took \d+(?:\.\d+)? seconds\s*$"
 _SUFFIX_RX = r"( took \d+(?:\.\d+)? seconds\s*)$"
 # the time at the head of a line; what follows it up to "Executing" names level, logger, pid
-_TS_RX = (
+TS_HEAD_RX = (
     r"^(?:\x1b\[[0-9;]*m)*\[?\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d{1,9})?(?: ?(?:Z|[+-]\d\d:?\d\d))?\]?"
 )
 
@@ -150,7 +150,7 @@ def slow_frame(
             pl.col("suffix").str.extract(r"(\d+(?:\.\d+)?)", 1).alias("took_text"),
         )
         .with_columns(
-            pl.col("full_head").str.replace(_TS_RX, "").alias("head"),
+            pl.col("full_head").str.replace(TS_HEAD_RX, "").alias("head"),
             pl.coalesce(
                 pl.col("repr").str.extract(r"\bname='([^']*)'", 1),
                 pl.col("repr").str.extract(r"\bname=\"([^\"]*)\"", 1),
