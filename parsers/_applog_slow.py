@@ -87,17 +87,19 @@ def has_zone(df: pl.DataFrame) -> bool:
     return False
 
 
-_COMMON_CLOCK = "%Y-%m-%d %H:%M:%S,%3f"  # logging's default asctime
+_COMMON_SECONDS = "%Y-%m-%d %H:%M:%S"  # logging's default asctime, before its ",%03d" millis
 
 
 def time_exprs(zone: bool) -> list[pl.Expr]:
-    """``wall`` and ``off_min`` from the ``ts`` text column. ``wall`` here is one strptime,
-    for logging's default asctime (milliseconds not followed by another digit); the other
+    """``wall`` and ``off_min`` from the ``ts`` text column. ``wall`` here is read for
+    logging's default asctime (milliseconds not followed by another digit); the other
     formats are left null for ``fill_wall`` (``missing_flag`` says whether there are any).
     ``zone``: whether the texts print an offset (``has_zone``)."""
     tsx = pl.col("ts").str.strip_chars_start("[")
-    wall = pl.when(~tsx.str.slice(23, 1).str.contains(r"^\d")).then(
-        tsx.str.slice(0, 23).str.to_datetime(_COMMON_CLOCK, time_unit="ns", strict=False)
+    # the seconds repeat from line to line: parsed once per distinct text (cache), millis added
+    wall = pl.when((tsx.str.slice(19, 1) == ",") & ~tsx.str.slice(23, 1).is_in(list("0123456789"))).then(
+        tsx.str.slice(0, 19).str.to_datetime(_COMMON_SECONDS, time_unit="ns", strict=False, cache=True)
+        + pl.duration(milliseconds=tsx.str.slice(20, 3).cast(pl.Int64, strict=False), time_unit="ns")
     )
     off = _offset(tsx) if zone else pl.lit(None, pl.Int64)
     return [wall.alias("wall"), off.alias("off_min")]
@@ -114,7 +116,7 @@ def fill_wall(df: pl.DataFrame) -> pl.DataFrame:
     if rows.len() == 0:
         return df
     tsx = df.select(pl.col("ts").gather(rows).str.strip_chars_start("[").alias("tsx"))
-    slow = tsx.select(_wall(pl.col("tsx"))).to_series()
+    slow = tsx.select(_wall(pl.col("tsx")).cast(df.schema["wall"])).to_series()
     return df.with_columns(df.get_column("wall").scatter(rows, slow))
 
 
