@@ -544,7 +544,8 @@ def test_batch_boundaries_do_not_change_results(monkeypatch, batch):
 def test_untimed_access_lines_take_the_time_before_them(monkeypatch, batch):
     """uvicorn's access lines carry no time when only the app's root logger prints one: each
     takes the time of the last line before it that has one, also when that line is in an
-    earlier batch (64 bytes: every line is a batch of its own)."""
+    earlier batch (64 bytes: nearly every line is a batch of its own; 4 kB: some access lines
+    open a batch and are read column-wise with the time carried over)."""
     path = APPLOGS / "uvicorn_app_asctime.log"
     monkeypatch.setattr(applog, "BATCH_BYTES", batch)
     events = parse_file(path).events.filter(pl.col("kind") == "http.request")
