@@ -18,8 +18,9 @@ from parsers._applog_slow import (
     fill_wall,
     frag,
     has_zone,
+    line_prefix,
     missing_flag,
-    prefix_tail,
+    prefix_attrs,
     time_exprs,
 )
 
@@ -76,9 +77,9 @@ def access_frame(rows: pl.DataFrame, first_line: int) -> pl.DataFrame:
         ]
     )
     keys = heads.get_column("key")
-    facts = [prefix_tail(line) for line in heads.get_column("line")]
-    tails = pl.Series([tail for tail, _ in facts], dtype=pl.Utf8)
-    fmts = pl.Series([fmt for _, fmt in facts], dtype=pl.Utf8)
+    prefixes = [line_prefix(line) for line in heads.get_column("line")]
+    tails = pl.Series([prefix_attrs(prefix) for prefix in prefixes], dtype=pl.Utf8)
+    fmts = pl.Series([prefix.kind for prefix in prefixes], dtype=pl.Utf8)
     if flags.get_column("missing")[0]:
         fields = fill_wall(fields)
     plain = not flags.get_column("esc")[0]

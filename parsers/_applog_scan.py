@@ -7,9 +7,7 @@ the time it inherits from earlier batches is applied afterwards (``resolve_carry
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
 
 import numpy as np
 import polars as pl
@@ -17,7 +15,6 @@ import polars as pl
 from parsers import _logprefix as lp
 from parsers._applog_access import ACCESS_RX
 from parsers._applog_slow import FAST_RX, collect_all
-from parsers.lines import iter_line_blocks
 
 # lines that may make an event: Python looks at them (unless the column-wise paths take them)
 CANDIDATE_RX = (
@@ -30,12 +27,6 @@ CANDIDATE_RX = (
 _HIT_RX = CANDIDATE_RX + r"| HTTP/|\x00"
 _TB_START = "Traceback (most recent call last)"
 TS_SLICE = 48  # characters of a line's head that hold its time (handed on to inheriting lines)
-
-
-def batches(stream: BinaryIO, batch_bytes: int) -> Iterator[bytes]:
-    """Blocks of whole lines (the last one may lack its newline), BOM dropped; the caller
-    counts the lines, once."""
-    return iter_line_blocks(stream, batch_bytes)
 
 
 @dataclass

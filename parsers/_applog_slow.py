@@ -224,14 +224,14 @@ def _kinds(pairs: pl.DataFrame, facts: dict[str, dict]) -> pl.DataFrame:
             todo = keys
         known = _repr_facts(pl.DataFrame({"key": todo}, schema={"key": pl.Utf8}))
         facts.update((row["key"], row) for row in known.iter_rows(named=True))
-    heads: dict[str, dict] = {}
+    heads: dict[str, lp.Prefix] = {}
     out = []
     for key, head, full_head in triples:
         f = facts[key]
-        h = heads.get(head)
-        if h is None:
-            h = heads[head] = _prefix_facts(full_head)
-        pid = h["pid"]
+        prefix = heads.get(head)
+        if prefix is None:  # few distinct heads: one per logger/process
+            prefix = heads[head] = line_prefix((full_head or "") + "Executing <x> took 1.000 seconds")
+        pid = prefix.pid or None
         lane = f"loop:{pid}" if pid is not None else "loop:main"
         coro, state, where = f["coro"], f["coro_state"], f["where"]
         name = coro if coro is not None else f["callback"]
@@ -253,15 +253,11 @@ def _kinds(pairs: pl.DataFrame, facts: dict[str, dict]) -> pl.DataFrame:
                 ),
                 ("source", where if coro is None else None),
                 ("lane", lane),
-                ("logger", h["logger"]),
             )
         )
-        tail = ([f'"pid":{pid}'] if pid is not None else []) + (
-            [_frag("level", h["level"])] if h["level"] else []
-        )
-        post = ",".join(filter(None, [post, *tail]))
+        post = ",".join(filter(None, [post, prefix_attrs(prefix)]))
         label = name if name is not None else f["family"]
-        out.append((key, head, entity, label, pre or None, post or None, h["fmt"]))
+        out.append((key, head, entity, label, pre or None, post or None, prefix.kind))
     return pl.DataFrame(
         out,
         schema={c: pl.Utf8 for c in ("key", "head", "entity", "label", "pre", "post", "fmt")},
@@ -269,17 +265,20 @@ def _kinds(pairs: pl.DataFrame, facts: dict[str, dict]) -> pl.DataFrame:
     )
 
 
-def prefix_tail(line: str | None) -> tuple[str | None, str]:
-    """``"logger":…,"pid":…,"level":…`` (those present) of a line's logging prefix, as the
-    per-line path adds them to every event's attributes, and the prefix's kind (the log
-    format: asctime, gunicorn, …)."""
-    prefix = lp.split(lp_clean(line or ""))
+def line_prefix(line: str) -> lp.Prefix:
+    """The logging prefix of a line (its ``kind`` is the log format: asctime, gunicorn, …)."""
+    return lp.split(lp_clean(line))
+
+
+def prefix_attrs(prefix: lp.Prefix) -> str | None:
+    """``"logger":…,"pid":…,"level":…`` (those present) of a logging prefix, as the per-line
+    path adds them to every event's attributes."""
     parts = [_frag("logger", prefix.logger)] if prefix.logger else []
     if prefix.pid:
         parts.append(f'"pid":{int(prefix.pid)}')
     if prefix.level:
         parts.append(_frag("level", prefix.level))
-    return ",".join(parts) or None, prefix.kind
+    return ",".join(parts) or None
 
 
 def _frag(key: str, value: str) -> str:
@@ -312,7 +311,7 @@ def _repr_facts(reprs: pl.DataFrame) -> pl.DataFrame:
     )
     body = pl.col("body")
     is_handle = pl.col("family").is_in(["handle", "timerhandle"])
-    return (
+    return collect(
         reprs.lazy()
         .with_columns(
             repr_text.str.replace(r"^<(?:TimerHandle|Handle)\s+(?:cancelled\s+)?(?:when=\S+\s+)?", "").alias(
@@ -344,19 +343,7 @@ def _repr_facts(reprs: pl.DataFrame) -> pl.DataFrame:
             pl.when(is_handle).then(pl.col("src")).otherwise(pl.col("loc")).alias("where"),
         )
         .drop("body", "cb_name", "cb_wrapper", "src", "how", "loc")
-        .collect()
     )
-
-
-def _prefix_facts(full_head: str | None) -> dict[str, str | None]:
-    """Level, logger and pid of a line head (few distinct ones: one per logger/process)."""
-    prefix = lp.split(lp_clean(full_head or "") + "Executing <x> took 1.000 seconds")
-    return {
-        "level": prefix.level or None,
-        "logger": prefix.logger or None,
-        "pid": prefix.pid or None,
-        "fmt": prefix.kind,
-    }
 
 
 def lp_clean(text: str) -> str:

@@ -30,6 +30,7 @@ from parsers._capture_np import gather_u16 as _gather_u16
 from parsers._capture_np import gather_u32 as _gather_u32
 from parsers._capture_pcapwalk import epb_chain, record_chain
 from parsers.base import Accounting
+from parsers.lines import fill
 
 CHUNK_BYTES = 8 << 20
 MAX_RECORDS = 1 << 17
@@ -101,12 +102,7 @@ class _Prepend:
             b[:k] = self.head[:k]
             self.head = self.head[k:]
             return k
-        readinto = getattr(self.raw, "readinto", None)
-        if readinto is None:
-            data = self.raw.read(len(b))
-            b[:len(data)] = data
-            return len(data)
-        return readinto(b) or 0
+        return fill(self.raw, b, 0, len(b))
 
     def read(self, n: int = -1) -> bytes:
         if self.head:

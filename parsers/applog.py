@@ -47,11 +47,11 @@ import polars as pl
 from parsers import _logprefix as lp
 from parsers._applog_access import access_frame, finish
 from parsers._applog_events import Emitter, Record
-from parsers._applog_scan import Scan, batches, resolve_carry, scan_block
+from parsers._applog_scan import Scan, resolve_carry, scan_block
 from parsers._applog_slow import FAST_RX, slow_frame, stall_metrics
 from parsers._asyncio_repr import SLOW_RE, WRAP_START_RE
 from parsers.base import Accounting, ParseContext, ParseResult
-from parsers.lines import ANSI_RE, head_lines, is_binary
+from parsers.lines import ANSI_RE, head_lines, is_binary, iter_line_blocks
 from parsers.timeutil import UTC
 
 NAME = "applog"
@@ -156,7 +156,7 @@ def parse(stream: BinaryIO, *, ctx: ParseContext) -> ParseResult:
     vector = partial(_vector_pass, facts={}, lock=threading.Lock())
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         inflight: deque = deque()
-        for block in batches(stream, BATCH_BYTES):
+        for block in iter_line_blocks(stream, BATCH_BYTES):
             inflight.append(pool.submit(vector, block))
             if len(inflight) > WORKERS:
                 total, carried = _consume(st, inflight.popleft().result(), total, carried)

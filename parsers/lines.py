@@ -58,7 +58,7 @@ def iter_line_blocks(stream: BinaryIO, batch_bytes: int = 16 * CHUNK) -> Iterato
     while True:
         if len(buf) - have < batch_bytes:
             buf.extend(bytes(batch_bytes))
-        got = _fill(stream, buf, have, batch_bytes)
+        got = fill(stream, buf, have, batch_bytes)
         if not got:
             break
         end = have + got
@@ -83,7 +83,7 @@ def iter_line_blocks(stream: BinaryIO, batch_bytes: int = 16 * CHUNK) -> Iterato
             yield bytes(view[:have])
 
 
-def _fill(stream: BinaryIO, buf: bytearray, at: int, n: int) -> int:
+def fill(stream: BinaryIO, buf: bytearray | memoryview, at: int, n: int) -> int:
     """Up to ``n`` bytes of ``stream`` into ``buf[at:]``; 0 at the end."""
     with memoryview(buf) as view:
         if hasattr(stream, "readinto"):
